@@ -1,0 +1,91 @@
+"""From a profile and the user's secrets to the IKE engine's configuration."""
+
+from __future__ import annotations
+
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID
+
+from .ikev2.auth import keys
+from .ikev2.constants import EapType
+from .ikev2.ike_sa import IkeConfig
+from .ikev2.task_manager import RetransmitPolicy
+from .profile import Profile
+
+EAP_TYPES = {"ikev2-eap", "ikev2-cert-eap"}
+CERT_TYPES = {"ikev2-cert", "ikev2-cert-eap"}
+
+
+class ConfigError(ValueError):
+    """The profile or the given secrets cannot make a connection (CLI exit code 2)."""
+
+
+def default_cert_identity(cert: x509.Certificate) -> str:
+    """The identity a certificate proves: its first e-mail or DNS SAN, else its subject DN."""
+    try:
+        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+    except x509.ExtensionNotFound:
+        san = None
+    if san is not None:
+        for kind in (x509.RFC822Name, x509.DNSName):
+            names = san.get_values_for_type(kind)
+            if names:
+                return names[0]
+    return cert.subject.rfc4514_string()
+
+
+def build_ike_config(
+    profile: Profile, secrets, local_ip: str, retransmit: RetransmitPolicy
+) -> IkeConfig:
+    ptype = profile.type
+    if ptype == "ikev2-eap-tls":
+        raise ConfigError("type: ikev2-eap-tls is not supported yet")
+    if ptype == "ikev2-cert-eap":
+        raise ConfigError("type: ikev2-cert-eap is not supported yet")
+
+    if profile.remote_certs:
+        anchors = [c for der in profile.remote_certs for c in keys.load_certificates(der)]
+    else:
+        anchors = keys.load_system_trust_store()
+
+    cfg = IkeConfig(
+        ike_proposals=profile.ike_proposals,
+        esp_proposals=profile.esp_proposals,
+        local_id=profile.local_id or local_ip,
+        remote_id=profile.remote_id,
+        auth_method="eap",
+        trust_anchors=anchors,
+        send_certreq=profile.remote_certreq,
+        rsa_pss=profile.rsa_pss,
+        mobike=profile.mobike,
+        retransmit=retransmit,
+    )
+    if profile.split_subnets:
+        cfg.remote_ts = list(profile.split_subnets)
+
+    if ptype in EAP_TYPES:
+        if not profile.eap_id:
+            raise ConfigError("local.eap_id: missing (the EAP username)")
+        if secrets.password is None:
+            raise ConfigError("password: none given (use --password-stdin or a terminal)")
+        cfg.eap_identity = profile.eap_id
+        cfg.eap_password = secrets.password
+        cfg.local_id = profile.local_id or profile.eap_id
+        cfg.eap_methods = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE)
+    elif ptype == "ikev2-psk":
+        if not secrets.password:
+            raise ConfigError("local.shared_secret: no pre-shared key given")
+        cfg.auth_method = "psk"
+        cfg.psk = secrets.password.encode()
+    elif ptype in CERT_TYPES:
+        if profile.p12 is None:
+            raise ConfigError("local.p12: missing (the client certificate)")
+        try:
+            key, cert, chain = keys.load_pkcs12(profile.p12, secrets.p12_passphrase)
+        except ValueError as exc:
+            raise ConfigError(f"local.p12: {exc}") from None
+        cfg.auth_method = "pubkey"
+        cfg.private_key, cfg.certificate, cfg.cert_chain = key, cert, chain
+        cfg.local_id = profile.local_id or default_cert_identity(cert)
+    else:
+        raise ConfigError(f"type: unknown type '{ptype}'")
+    return cfg

@@ -1,0 +1,121 @@
+"""The EAP peer (RFC 3748) that IKE_AUTH drives with the gateway's EAP payloads.
+
+Sans-I/O: handle() takes one raw EAP packet and returns the packet to send back.
+"""
+
+import secrets
+from collections.abc import Callable
+
+from client.ikev2.auth.eap import md5
+from client.ikev2.auth.eap.mschapv2 import MsChapV2Peer
+from client.ikev2.constants import EapCode, EapType
+from client.ikev2.errors import (
+    AuthenticationFailed,
+    LocalProtocolError,
+    PeerNotTrusted,
+    RemoteProtocolError,
+)
+
+SUPPORTED_METHODS = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE)
+_HEADER_LEN = 4
+
+
+class EapPeer:
+    """State of one EAP conversation, peer side.
+
+    `methods` lists the methods we allow, in order of preference (that order goes
+    into a Nak). After EAP-Success, `succeeded` is True and `msk` holds the method's
+    MSK (None for methods without one: then AUTH uses SK_pi/SK_pr, RFC 7296 2.16).
+    """
+
+    def __init__(
+        self,
+        identity: str,
+        password: str | None,
+        methods: tuple[int, ...] = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE),
+        rng: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
+        self.identity = identity
+        self._password = password
+        self._methods = tuple(m for m in methods if m in SUPPORTED_METHODS)
+        self._rng = rng
+        self.method: int | None = None
+        self.succeeded = False
+        self.notifications: list[str] = []
+        self._mschapv2: MsChapV2Peer | None = None
+        self._method_done = False
+        self._finished = False
+
+    @property
+    def msk(self) -> bytes | None:
+        if not self.succeeded or self._mschapv2 is None:
+            return None
+        return self._mschapv2.msk
+
+    def handle(self, packet: bytes) -> bytes | None:
+        """Answer one EAP packet; None after Success. Failure raises AuthenticationFailed."""
+        if len(packet) < _HEADER_LEN:
+            raise RemoteProtocolError(f"EAP packet of {len(packet)} octets is too short")
+        code, identifier = packet[0], packet[1]
+        length = int.from_bytes(packet[2:4], "big")
+        if length != len(packet):
+            raise RemoteProtocolError(
+                f"EAP Length field says {length} octets but the packet has {len(packet)}"
+            )
+        if self._finished:
+            raise RemoteProtocolError("EAP packet after the conversation ended")
+        if code == EapCode.SUCCESS:
+            return self._on_success(length)
+        if code == EapCode.FAILURE:
+            self._finished = True
+            raise AuthenticationFailed("EAP: the gateway rejected the credentials (EAP-Failure)")
+        if code != EapCode.REQUEST:
+            raise RemoteProtocolError(f"EAP code {code} where a request was expected")
+        if length < _HEADER_LEN + 1:
+            raise RemoteProtocolError("EAP request without a Type")
+        eap_type, type_data = packet[4], packet[5:]
+        reply_type, reply_data = self._on_request(identifier, eap_type, type_data)
+        body = bytes((reply_type,)) + reply_data
+        return bytes((EapCode.RESPONSE, identifier)) + (4 + len(body)).to_bytes(2, "big") + body
+
+    def _on_success(self, length: int) -> None:
+        if length != _HEADER_LEN:
+            raise RemoteProtocolError("EAP-Success with data")
+        if not self._method_done:
+            if self.method == EapType.MSCHAPV2:
+                raise PeerNotTrusted(
+                    "EAP: the gateway signalled success without proving it knows the password"
+                )
+            raise RemoteProtocolError("EAP-Success before an authentication method completed")
+        self._finished = True
+        self.succeeded = True
+        return None
+
+    def _on_request(self, identifier: int, eap_type: int, data: bytes) -> tuple[int, bytes]:
+        if eap_type == EapType.IDENTITY:
+            return EapType.IDENTITY, self.identity.encode()
+        if eap_type == EapType.NOTIFICATION:
+            # Displayable text from the gateway; the response carries no data.
+            self.notifications.append(data.decode("utf-8", errors="replace"))
+            return EapType.NOTIFICATION, b""
+        if eap_type == EapType.NAK:
+            raise RemoteProtocolError("EAP Nak is only valid in a response")
+        if self.method is not None and eap_type != self.method:
+            raise RemoteProtocolError(
+                f"EAP: gateway switched from method {self.method} to {eap_type}"
+            )
+        if eap_type not in self._methods:
+            # Legacy Nak (RFC 3748 5.3.1): the methods we would accept, or 0 for none.
+            return EapType.NAK, bytes(self._methods) or b"\x00"
+        if self._password is None:
+            raise LocalProtocolError(f"EAP method {eap_type} needs a password and none is set")
+        self.method = eap_type
+        if eap_type == EapType.MD5_CHALLENGE:
+            reply = md5.response_type_data(identifier, self._password.encode(), data)
+            self._method_done = True
+            return EapType.MD5_CHALLENGE, reply
+        if self._mschapv2 is None:
+            self._mschapv2 = MsChapV2Peer(self.identity, self._password, self._rng)
+        reply = self._mschapv2.handle(data)
+        self._method_done = self._mschapv2.done
+        return EapType.MSCHAPV2, reply

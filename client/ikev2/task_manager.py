@@ -1,0 +1,146 @@
+"""Runs tasks as exchanges: one request in flight, retransmission (RFC 7296 2.1)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .errors import PeerUnreachable, RemoteProtocolError
+from .message import Message
+from .tasks.base import Status, Task
+
+if TYPE_CHECKING:
+    from .ike_sa import IkeSA
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetransmitPolicy:
+    """strongSwan's defaults: 4 s, growing by 1.8 each try, 5 retransmissions (~165 s)."""
+
+    timeout: float = 4.0
+    base: float = 1.8
+    tries: int = 5
+
+    def delay(self, attempt: int) -> float:
+        return self.timeout * self.base**attempt
+
+    def budget(self) -> float:
+        return sum(self.delay(i) for i in range(self.tries + 1))
+
+    @classmethod
+    def parse(cls, text: str) -> RetransmitPolicy:
+        """Parse "timeout=0.5,base=1.5,tries=3" (any subset)."""
+        values: dict[str, float] = {}
+        for item in filter(None, (p.strip() for p in text.split(","))):
+            key, _, value = item.partition("=")
+            if key not in ("timeout", "base", "tries"):
+                raise ValueError(f"unknown retransmission setting '{key}'")
+            values[key] = float(value)
+        tries = int(values.pop("tries", cls.tries))
+        return cls(tries=tries, **values)
+
+
+@dataclass
+class _Exchange:
+    tasks: list[Task]
+    exchange: int
+    policy: RetransmitPolicy
+    message_id: int = 0
+    packet: bytes = b""
+    attempt: int = 0
+    deadline: float = 0.0
+
+
+class TaskManager:
+    def __init__(self, sa: IkeSA) -> None:
+        self.sa = sa
+        self.queue: list[tuple[list[Task], RetransmitPolicy | None]] = []
+        self.active: _Exchange | None = None
+        self.next_id = 0
+
+    # -- initiating -----------------------------------------------------------------
+    def queue_tasks(self, tasks: list[Task], policy: RetransmitPolicy | None = None) -> None:
+        self.queue.append((tasks, policy))
+
+    def initiate(self, now: float) -> None:
+        if self.active is not None or not self.queue:
+            return
+        tasks, policy = self.queue.pop(0)
+        self.active = _Exchange(tasks, tasks[0].exchange, policy or self.sa.config.retransmit)
+        self._send_request(now, new_id=True)
+
+    def _send_request(self, now: float, new_id: bool) -> None:
+        ex = self.active
+        assert ex is not None
+        if new_id:
+            ex.message_id = self.next_id
+            self.next_id += 1
+        msg = self.sa.new_message(ex.exchange, ex.message_id, response=False)
+        for task in ex.tasks:
+            task.build(msg)
+        ex.packet = self.sa.send_message(msg)
+        ex.attempt = 0
+        ex.deadline = now + ex.policy.delay(0)
+
+    def abort(self) -> None:
+        self.active = None
+        self.queue.clear()
+
+    # -- timers ---------------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        return self.active.deadline if self.active else None
+
+    def handle_timer(self, now: float) -> None:
+        ex = self.active
+        if ex is None or now < ex.deadline:
+            return
+        if ex.attempt >= ex.policy.tries:
+            self.active = None
+            raise PeerUnreachable(
+                f"the gateway did not answer {ex.attempt + 1} {_name(ex.exchange)} requests "
+                f"over {ex.policy.budget():.1f} s"
+            )
+        ex.attempt += 1
+        ex.deadline = now + ex.policy.delay(ex.attempt)
+        log.info("retransmit %d of %s request %d", ex.attempt, _name(ex.exchange), ex.message_id)
+        self.sa.send_raw(ex.packet)
+
+    # -- responses ------------------------------------------------------------------
+    def expects(self, message_id: int, exchange: int) -> bool:
+        ex = self.active
+        return ex is not None and ex.message_id == message_id and ex.exchange == exchange
+
+    def process_response(self, msg: Message, now: float) -> bool:
+        """Feed the response to the active tasks. Returns True when the exchange is over."""
+        ex = self.active
+        assert ex is not None
+        remaining: list[Task] = []
+        retry = False
+        for task in ex.tasks:
+            status = task.process(msg)
+            if status is Status.RETRY:
+                retry = True
+            elif status is Status.NEED_MORE:
+                remaining.append(task)
+        if retry:
+            # COOKIE / INVALID_KE: the same exchange again with message ID 0.
+            self._send_request(now, new_id=False)
+            return False
+        if remaining:
+            ex.tasks = remaining
+            self._send_request(now, new_id=True)
+            return False
+        self.active = None
+        return True
+
+
+def _name(exchange: int) -> str:
+    from .constants import ExchangeType
+
+    try:
+        return ExchangeType(exchange).name
+    except ValueError:  # pragma: no cover - we only send known exchanges
+        raise RemoteProtocolError(f"unknown exchange {exchange}") from None

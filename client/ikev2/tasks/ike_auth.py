@@ -1,0 +1,192 @@
+"""IKE_AUTH authentication: our IDi/AUTH (PSK, certificate or EAP) and checking the gateway.
+
+Nothing the gateway says in IKE_AUTH is acted on before its AUTH payload verified: the
+tasks that follow this one in the exchange check `sa.peer_authenticated` first.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..auth import certs, pubkey
+from ..auth.eap.peer import EapPeer
+from ..auth.octets import signed_octets
+from ..auth.psk import psk_auth_data, psk_verify
+from ..constants import AuthMethod, CertEncoding, ExchangeType, NotifyType
+from ..errors import AuthenticationFailed, PeerNotTrusted, RemoteProtocolError
+from ..message import Message
+from ..payloads import (
+    AuthPayload,
+    CertPayload,
+    CertReqPayload,
+    EapPayload,
+    IdiPayload,
+    IdrPayload,
+    NotifyPayload,
+)
+from .base import Status, Task
+
+log = logging.getLogger(__name__)
+
+
+class IkeAuth(Task):
+    exchange = ExchangeType.IKE_AUTH
+
+    def __init__(self, sa) -> None:
+        super().__init__(sa)
+        cfg = sa.config
+        self.idi = IdiPayload.from_string(cfg.local_id)
+        self.eap: EapPeer | None = None
+        if cfg.auth_method == "eap":
+            self.eap = EapPeer(
+                cfg.eap_identity or cfg.local_id, cfg.eap_password,
+                methods=cfg.eap_methods, rng=sa.rng,
+            )
+        self.round = 0
+        self.pending_eap: bytes | None = None
+        self.send_msk_auth = False
+        self.idr: IdrPayload | None = None
+        self.peer_cert: x509.Certificate | None = None
+
+    # -- building -------------------------------------------------------------------
+    def build(self, msg: Message) -> None:
+        self.round += 1
+        cfg, sa = self.sa.config, self.sa
+        if self.round == 1:
+            msg.payloads.append(self.idi)
+            if cfg.auth_method == "pubkey":
+                for cert in [cfg.certificate, *cfg.cert_chain]:
+                    msg.payloads.append(
+                        CertPayload(CertEncoding.X509_SIGNATURE, cert.public_bytes(Encoding.DER))
+                    )
+            if cfg.send_certreq and cfg.trust_anchors:
+                msg.payloads.append(
+                    CertReqPayload(
+                        CertEncoding.X509_SIGNATURE,
+                        b"".join(certs.certreq_hash(c) for c in cfg.trust_anchors),
+                    )
+                )
+            if cfg.auth_method == "psk":
+                octets = self._our_octets(sa.keys.sk_pi)
+                msg.payloads.append(
+                    AuthPayload(AuthMethod.PSK, psk_auth_data(sa.prf, cfg.psk, octets))
+                )
+            elif cfg.auth_method == "pubkey":
+                octets = self._our_octets(sa.keys.sk_pi)
+                method, data = pubkey.sign(
+                    cfg.private_key, octets,
+                    peer_hashes=sa.peer_hash_algorithms, rsa_pss=cfg.rsa_pss,
+                )
+                msg.payloads.append(AuthPayload(method, data))
+            msg.payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
+            return
+        if self.pending_eap is not None:
+            msg.payloads.append(EapPayload(self.pending_eap))
+            self.pending_eap = None
+        elif self.send_msk_auth:
+            assert self.eap is not None
+            secret = self.eap.msk or sa.keys.sk_pi
+            octets = self._our_octets(sa.keys.sk_pi)
+            msg.payloads.append(AuthPayload(AuthMethod.PSK, psk_auth_data(sa.prf, secret, octets)))
+
+    def _our_octets(self, sk_p: bytes) -> bytes:
+        sa = self.sa
+        return signed_octets(sa.init_request, sa.nr, sa.prf, sk_p, self.idi.encode_body())
+
+    def _peer_octets(self) -> bytes:
+        sa = self.sa
+        assert self.idr is not None
+        return signed_octets(sa.init_response, sa.ni, sa.prf, sa.keys.sk_pr, self.idr.encode_body())
+
+    # -- processing -----------------------------------------------------------------
+    def process(self, msg: Message) -> Status:
+        sa = self.sa
+        if msg.notify(NotifyType.AUTHENTICATION_FAILED) is not None:
+            raise AuthenticationFailed(
+                "the gateway rejected our credentials (AUTHENTICATION_FAILED)"
+            )
+        idr = msg.get(IdrPayload)
+        if idr is not None:
+            if self.idr is not None and idr.encode_body() != self.idr.encode_body():
+                raise RemoteProtocolError("the gateway changed its identity during IKE_AUTH")
+            self.idr = idr
+        auth = msg.get(AuthPayload)
+
+        if self.send_msk_auth:
+            # Final round of EAP: the gateway proves it derived the same MSK.
+            if auth is None:
+                raise PeerNotTrusted("the gateway sent no AUTH after EAP")
+            assert self.eap is not None
+            secret = self.eap.msk or sa.keys.sk_pr
+            if not psk_verify(sa.prf, secret, self._peer_octets(), auth.data):
+                raise PeerNotTrusted("the gateway's EAP AUTH payload did not verify")
+            sa.peer_authenticated = True
+            sa.auth_done = True
+            return Status.DONE
+
+        if auth is not None and not sa.peer_authenticated:
+            self._verify_gateway(msg, auth)
+            sa.peer_authenticated = True
+
+        eap = msg.get(EapPayload)
+        if eap is not None:
+            if self.eap is None:
+                raise RemoteProtocolError("the gateway started EAP but the profile uses no EAP")
+            if not sa.peer_authenticated:
+                raise PeerNotTrusted("the gateway started EAP without authenticating itself")
+            response = self.eap.handle(eap.data)
+            if self.eap.succeeded:
+                log.info("EAP method %s succeeded", getattr(self.eap, "method", "?"))
+                self.send_msk_auth = True
+            elif response is not None:
+                self.pending_eap = response
+            else:
+                raise RemoteProtocolError("EAP ended without success")
+            return Status.NEED_MORE
+
+        if self.eap is not None:
+            raise RemoteProtocolError("the gateway did not start EAP")
+        if not sa.peer_authenticated:
+            raise PeerNotTrusted("the gateway sent no AUTH payload")
+        sa.auth_done = True
+        return Status.DONE
+
+    def _verify_gateway(self, msg: Message, auth: AuthPayload) -> None:
+        sa, cfg = self.sa, self.sa.config
+        if self.idr is None:
+            raise RemoteProtocolError("AUTH without IDr")
+        octets = self._peer_octets()
+        if auth.method == AuthMethod.PSK:
+            if cfg.auth_method != "psk":
+                raise PeerNotTrusted(
+                    "the gateway authenticated with a PSK, the profile expects a certificate"
+                )
+            if str(self.idr) != cfg.remote_id:
+                raise PeerNotTrusted(
+                    f"the gateway identified as '{self.idr}', the profile expects '{cfg.remote_id}'"
+                )
+            if not psk_verify(sa.prf, cfg.psk, octets, auth.data):
+                raise PeerNotTrusted("the gateway's PSK AUTH payload did not verify")
+            log.info("gateway '%s' authenticated with the pre-shared key", self.idr)
+            return
+        cert_payloads = [
+            c for c in msg.get_all(CertPayload) if c.encoding == CertEncoding.X509_SIGNATURE
+        ]
+        if not cert_payloads:
+            raise PeerNotTrusted("the gateway sent no certificate")
+        leaf = certs.validate_chain(
+            cert_payloads[0].data, [c.data for c in cert_payloads[1:]],
+            cfg.trust_anchors, cfg.wall_clock(),
+        )
+        certs.check_identity(leaf, cfg.remote_id)
+        if not certs.identity_matches(leaf, self.idr.id_type, self.idr.data):
+            raise PeerNotTrusted(f"the gateway's identity '{self.idr}' is not in its certificate")
+        pubkey.verify(leaf.public_key(), auth.method, auth.data, octets)
+        self.peer_cert = leaf
+        log.info(
+            "gateway '%s' authenticated with its certificate (%s)",
+            self.idr, leaf.subject.rfc4514_string(),
+        )
