@@ -42,7 +42,8 @@ def build_ike_config(
     if ptype == "ikev2-cert-eap":
         raise ConfigError("type: ikev2-cert-eap is not supported yet")
 
-    if profile.remote_certs:
+    pinned = bool(profile.remote_certs)
+    if pinned:
         anchors = [c for der in profile.remote_certs for c in keys.load_certificates(der)]
     else:
         anchors = keys.load_system_trust_store()
@@ -52,9 +53,11 @@ def build_ike_config(
         esp_proposals=profile.esp_proposals,
         local_id=profile.local_id or local_ip,
         remote_id=profile.remote_id,
+        send_idr=profile.remote_id_explicit,
         auth_method="eap",
         trust_anchors=anchors,
-        send_certreq=profile.remote_certreq,
+        # CERTREQs name the CAs the profile pins; the whole system store would be kilobytes.
+        send_certreq=profile.remote_certreq and pinned,
         rsa_pss=profile.rsa_pss,
         mobike=profile.mobike,
         retransmit=retransmit,

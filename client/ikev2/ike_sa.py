@@ -72,6 +72,7 @@ class IkeConfig:
     esp_proposals: list[Proposal]
     local_id: str
     remote_id: str
+    send_idr: bool  # only an identity the profile named explicitly (as strongSwan's clients)
     auth_method: str  # "psk", "pubkey" or "eap"
     psk: bytes | None = field(default=None, repr=False)
     private_key: Any = field(default=None, repr=False)
@@ -82,7 +83,7 @@ class IkeConfig:
     eap_password: str | None = field(default=None, repr=False)
     eap_methods: tuple[int, ...] = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE)
     trust_anchors: list[x509.Certificate] | None = None  # None: the system store
-    send_certreq: bool = True
+    send_certreq: bool = True  # CERTREQ for trust_anchors (never for the whole system store)
     request_ipv4: bool = True
     request_ipv6: bool = True
     remote_ts: list[IpNetwork] = field(
@@ -260,7 +261,8 @@ class IkeSA:
         if exchange != ExchangeType.IKE_SA_INIT and sk is None:
             raise RemoteProtocolError("protected message before keys exist")
         msg = Message.decode(data, sk)
-        msg.raw = data  # AUTH signs the exact IKE_SA_INIT bytes
+        if sk is not None and not msg.encrypted:
+            raise RemoteProtocolError("unprotected message after IKE_SA_INIT")
         return msg
 
     def _on_response(self, msg: Message, now: float) -> None:

@@ -34,7 +34,7 @@ def client_config(**overrides) -> IkeConfig:
     values = dict(
         ike_proposals=parse_proposals("aes256gcm16-prfsha384-ecp384", ProtocolId.IKE),
         esp_proposals=parse_proposals("aes256gcm16", ProtocolId.ESP),
-        local_id="client.example.com", remote_id="vpn.example.com",
+        local_id="client.example.com", remote_id="vpn.example.com", send_idr=False,
         auth_method="psk", psk=PSK, retransmit=POLICY, wall_clock=lambda: NOW,
     )
     values.update(overrides)

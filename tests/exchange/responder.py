@@ -150,6 +150,7 @@ class Responder:
         self.last_response_bytes = b""
         self.my_next_id = 0
         self.pending: tuple[int, bytes] | None = None
+        self.last_request = b""
         self.responses: list[Message] = []  # answers to our own requests
         self.requests: list[Message] = []  # every request we accepted
         self.cookies_sent = 0
@@ -167,7 +168,7 @@ class Responder:
         if h.flags & FLAG_RESPONSE:
             if self.pending is None or h.message_id != self.pending[0]:
                 return  # a late retransmission: nothing to do
-            assert not h.flags & FLAG_INITIATOR and h.spi_r == self.spi_r
+            assert h.flags & FLAG_INITIATOR and h.spi_r == self.spi_r  # the I bit: who began
             self.responses.append(Message.decode(data, self.sk))
             self.pending = None
             return
@@ -282,6 +283,9 @@ class Responder:
             self.idi = msg.get(IdiPayload)
             self.auth_request = msg
             assert self.idi is not None
+            wanted = msg.get(IdrPayload)  # the client may name the gateway it wants
+            if wanted is not None and not wanted.same_identity(self.idr):
+                return [NotifyPayload(NotifyType.AUTHENTICATION_FAILED)]
             if self.cfg.psk is not None:
                 if auth is None or not psk_verify(self.prf, self.cfg.psk, self._octets(False),
                                                   auth.data):
@@ -318,12 +322,15 @@ class Responder:
             return eap_packet(EapCode.REQUEST, self.eap_id, EapType.MSCHAPV2,
                               mschapv2_request(ms.OP_CHALLENGE, self.eap_id, body))
         assert eap_type == EapType.MSCHAPV2, f"client answered with EAP type {eap_type}"
-        opcode, ms_id = data[0], data[1]
-        if opcode == ms.OP_SUCCESS:  # the client accepted our authenticator response
+        opcode = data[0]
+        if opcode == ms.OP_SUCCESS:  # the client accepted our authenticator response (1 octet)
+            assert len(data) == 1
             password = self.cfg.eap_users[self.eap_user]
             self.msk = ms.msk(password, self.nt_response)
             return eap_packet(EapCode.SUCCESS, self.eap_id - 1)
         assert opcode == ms.OP_RESPONSE and data[4] == ms.RESPONSE_VALUE_LEN
+        ms_id, ms_length = data[1], int.from_bytes(data[2:4])
+        assert ms_id == self.eap_id - 1 and ms_length == len(data)
         peer_challenge, self.nt_response = data[5:21], data[29:53]
         name = data[54:]
         user = ms.username_for_hash(name.decode())
@@ -399,6 +406,7 @@ class Responder:
                       payloads=payloads, encrypted=True)
         packet = msg.encode(self.sk)
         self.pending = (self.my_next_id, packet)
+        self.last_request = packet
         self.my_next_id += 1
         self._out.append(packet)
         return packet
@@ -416,5 +424,5 @@ class Responder:
         return self._request([])
 
     def retransmit(self) -> None:
-        assert self.pending is not None
-        self._out.append(self.pending[1])
+        """Our last request again (as if its response had been lost)."""
+        self._out.append(self.last_request)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.interop.test_proposals import MATRIX, matches
+from tests.interop.test_proposal_matrix import MATRIX, matches
 from tests.lab.checks import wait_gateway_delete
 from tests.lab.strongswan_client import StrongSwanClient
 

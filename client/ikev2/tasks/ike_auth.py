@@ -62,13 +62,15 @@ class IkeAuth(Task):
                     msg.payloads.append(
                         CertPayload(CertEncoding.X509_SIGNATURE, cert.public_bytes(Encoding.DER))
                     )
-            if cfg.send_certreq and cfg.trust_anchors:
+            if cfg.send_certreq and cfg.trust_anchors and cfg.auth_method != "psk":
                 msg.payloads.append(
                     CertReqPayload(
                         CertEncoding.X509_SIGNATURE,
                         b"".join(certs.certreq_hash(c) for c in cfg.trust_anchors),
                     )
                 )
+            if cfg.send_idr:
+                msg.payloads.append(IdrPayload.from_string(cfg.remote_id))
             if cfg.auth_method == "psk":
                 octets = self._our_octets(sa.keys.sk_pi)
                 msg.payloads.append(
@@ -164,7 +166,7 @@ class IkeAuth(Task):
                 raise PeerNotTrusted(
                     "the gateway authenticated with a PSK, the profile expects a certificate"
                 )
-            if str(self.idr) != cfg.remote_id:
+            if not IdrPayload.from_string(cfg.remote_id).same_identity(self.idr):
                 raise PeerNotTrusted(
                     f"the gateway identified as '{self.idr}', the profile expects '{cfg.remote_id}'"
                 )
