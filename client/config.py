@@ -74,6 +74,7 @@ def build_ike_config(
         cfg.eap_password = secrets.password
         cfg.local_id = profile.local_id or profile.eap_id
         cfg.eap_methods = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE)
+        cfg.eap_only = profile.eap_only
     elif ptype == "ikev2-psk":
         if not secrets.password:
             raise ConfigError("local.shared_secret: no pre-shared key given")

@@ -341,6 +341,7 @@ class Engine:
         dns = list(p.dns_servers) or list(ev.dns_servers)
         domains = list(p.dns_domains) or list(ev.dns_domains)
 
+        started = self.loop.time()
         t = self.tunnel
         t.tun = TunDevice.open(mtu=mtu)
         t.routes = RouteManager(t.tun.name, runtime_dir=self.rdir)
@@ -359,6 +360,7 @@ class Engine:
             ),
         )
         t.dataplane.start()
+        log.info("tunnel %s up in %.1f ms", t.tun.name, (self.loop.time() - started) * 1000)
         self.established = True
         self.status.update(
             state="connected", esp_proposal=ev.esp_proposal,

@@ -76,7 +76,9 @@ _TOP_KEYS = frozenset({
     "lifetimes", *IGNORED_KEYS,
 })
 _SUB_KEYS = {
-    "remote": frozenset({"addr", "addrs", "port", "id", "cert", "certreq", "revocation"}),
+    "remote": frozenset(
+        {"addr", "addrs", "port", "id", "cert", "certreq", "revocation", "eap-only"}
+    ),
     "remote.revocation": frozenset({"crl", "ocsp", "strict"}),
     "local": frozenset({"id", "eap_id", "p12", "rsa-pss", "shared_secret"}),
     "split-tunneling": frozenset({"subnets", "excluded", "block-ipv4", "block-ipv6"}),
@@ -133,6 +135,10 @@ class Profile:
     reconnect_auto: bool = True
     reconnect_max_backoff: int = DEFAULT_MAX_BACKOFF
     kill_switch: bool = False
+    # This format's addition: accept a gateway that authenticates only through a mutual
+    # EAP method (RFC 5998), without a certificate. Off by default: with it, a rogue
+    # gateway could collect MSCHAPv2 responses to attack the password offline.
+    eap_only: bool = False
     lifetimes: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIFETIMES))
     format: str | None = None
     ignored: list[str] = field(default_factory=list)  # e.g. ["proxy"]: kept, not applied
@@ -443,6 +449,7 @@ class _Parser:
             reconnect_max_backoff=self._int("reconnect.max-backoff", DEFAULT_MAX_BACKOFF,
                                             MAX_BACKOFF_RANGE),
             kill_switch=self.boolean("kill-switch", False),
+            eap_only=self.boolean("remote.eap-only", False),
             lifetimes={
                 "ike": self._int("lifetimes.ike", DEFAULT_LIFETIMES["ike"],
                                  IKE_LIFETIME_RANGE),

@@ -82,6 +82,7 @@ class IkeConfig:
     eap_identity: str | None = None
     eap_password: str | None = field(default=None, repr=False)
     eap_methods: tuple[int, ...] = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE)
+    eap_only: bool = False  # allow RFC 5998 EAP-only: the gateway proves itself by mutual EAP
     trust_anchors: list[x509.Certificate] | None = None  # None: the system store
     send_certreq: bool = True  # CERTREQ for trust_anchors (never for the whole system store)
     request_ipv4: bool = True

@@ -1,14 +1,13 @@
-"""A minimal in-memory IKEv2 responder (gateway) to exercise the client's IkeSA honestly.
+"""A minimal in-memory IKEv2 responder (gateway) that exercises the client's IkeSA honestly.
 
-It speaks real RFC 7296 on the wire, built from the client's codec and crypto primitives
-but with its own protocol logic: IKE_SA_INIT (proposal choice, KE, nonces, NAT-D, COOKIE,
-INVALID_KE_PAYLOAD), IKE_AUTH with a PSK or with a certificate plus EAP-MSCHAPv2 (RFC 7296
-2.16), the first CHILD_SA with CP, and INFORMATIONAL in both directions. Sans-I/O like the
-client: `receive(datagram)`, then `datagrams_to_send()`.
+Real RFC 7296 on the wire from the client's codec and crypto, with its own protocol logic:
+IKE_SA_INIT (proposal choice, NAT-D, COOKIE, INVALID_KE_PAYLOAD), IKE_AUTH with PSK or a
+certificate plus EAP-MSCHAPv2 (2.16), the first CHILD_SA with CP, INFORMATIONAL both ways.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import secrets
 import struct
@@ -25,8 +24,6 @@ from client.ikev2.auth.eap import mschapv2 as ms
 from client.ikev2.auth.octets import signed_octets
 from client.ikev2.auth.psk import psk_auth_data, psk_verify
 from client.ikev2.constants import (
-    FLAG_INITIATOR,
-    FLAG_RESPONSE,
     CertEncoding,
     CfgAttr,
     CfgType,
@@ -60,8 +57,6 @@ from client.ikev2.payloads import (
 )
 from client.ikev2.proposals import Proposal, parse_proposals
 from client.ikev2.tasks.ike_natd import natd_hash
-
-Edit = Callable[[Message], None]
 
 
 @dataclass
@@ -109,52 +104,36 @@ def choose(offered: list[Proposal], accepted: list[Proposal], ke_group: int | No
     return None
 
 
-def eap_packet(code: int, ident: int, eap_type: int | None = None, data: bytes = b"") -> bytes:
-    body = b"" if eap_type is None else bytes((eap_type,)) + data
+def framed(code: int, ident: int, body: bytes = b"") -> bytes:
+    """EAP packets and MSCHAPv2 type data share a header: code, identifier, total length."""
     return struct.pack("!BBH", code, ident, 4 + len(body)) + body
-
-
-def mschapv2_request(opcode: int, ms_id: int, body: bytes) -> bytes:
-    return struct.pack("!BBH", opcode, ms_id, 4 + len(body)) + body
 
 
 class Responder:
     def __init__(self, cfg: GatewayConfig, rng: Callable[[int], bytes] = secrets.token_bytes
                  ) -> None:
-        self.cfg = cfg
-        self.rng = rng
-        self.spi_i = b""
-        self.spi_r = b""
-        self.sk: SkContext | None = None
-        self.prf: Any = None
-        self.keys: Any = None
-        self.ni = self.nr = b""
+        self.cfg, self.rng = cfg, rng
+        self.spi_i = self.spi_r = self.ni = self.nr = b""
         self.init_request = self.init_response = b""
+        self.sk: SkContext | None = None
+        self.prf: Any = None  # and self.keys: set by IKE_SA_INIT
         self.client_hashes: set[int] | None = None
         self.idi: IdiPayload | None = None
         self.idr = IdrPayload.from_string(cfg.identity)
         self.auth_request: Message | None = None  # IKE_AUTH request with the SA, TS and CP
-        self.established = False
-        self.closed = False
+        self.established = self.closed = False
         self.child: ChildSaKeys | None = None  # from the gateway's point of view
-        self.esp_proposal: Proposal | None = None
-        # EAP-MSCHAPv2 authenticator state
-        self.eap_id = 0
-        self.eap_user = ""
-        self.challenge = b""
-        self.nt_response = b""
+        # EAP-MSCHAPv2 authenticator
+        self.eap_id, self.eap_user, self.challenge, self.nt_response = 0, "", b"", b""
         self.msk: bytes | None = None
-        # Message IDs and retransmission (RFC 7296 2.1, 2.2)
-        self.next_request_id = 0
+        # Message IDs and retransmission (RFC 7296 2.1, 2.2), both directions
+        self.next_request_id = self.my_next_id = 0
         self.last_response: Message | None = None
-        self.last_response_bytes = b""
-        self.my_next_id = 0
-        self.pending: tuple[int, bytes] | None = None
-        self.last_request = b""
+        self.last_response_bytes = self.last_request = b""
+        self.pending_id: int | None = None  # of our request in flight
         self.responses: list[Message] = []  # answers to our own requests
         self.requests: list[Message] = []  # every request we accepted
-        self.cookies_sent = 0
-        self.invalid_ke_sent = 0
+        self.cookies_sent = self.invalid_ke_sent = 0
         self._secret = rng(16)
         self._out: list[bytes] = []
 
@@ -165,14 +144,14 @@ class Responder:
 
     def receive(self, data: bytes) -> None:
         h = parse_header(data)
-        if h.flags & FLAG_RESPONSE:
-            if self.pending is None or h.message_id != self.pending[0]:
+        if h.is_response:
+            if h.message_id != self.pending_id:
                 return  # a late retransmission: nothing to do
-            assert h.flags & FLAG_INITIATOR and h.spi_r == self.spi_r  # the I bit: who began
+            assert h.is_initiator and h.spi_r == self.spi_r  # the I flag: who began the SA
             self.responses.append(Message.decode(data, self.sk))
-            self.pending = None
+            self.pending_id = None
             return
-        assert h.flags & FLAG_INITIATOR, "requests come from the original initiator"
+        assert h.is_initiator, "requests come from the original initiator"
         if h.message_id == self.next_request_id - 1 and self.last_response_bytes:
             self._out.append(self.last_response_bytes)  # the client retransmitted
             return
@@ -208,12 +187,10 @@ class Responder:
                         payloads=[notify])
         self._out.append(reply.encode())
 
-    def forge(self, edit: Edit) -> bytes:
+    def forge(self, edit: Callable[[Message], None]) -> bytes:
         """Our last response again, changed by `edit`, properly protected: a test's forgery."""
         assert self.last_response is not None
-        msg = Message(**{k: getattr(self.last_response, k) for k in (
-            "spi_i", "spi_r", "exchange", "is_response", "is_initiator", "message_id",
-            "encrypted")}, payloads=list(self.last_response.payloads))
+        msg = copy.deepcopy(self.last_response)
         edit(msg)
         return msg.encode(self.sk if msg.encrypted else None)
 
@@ -241,8 +218,7 @@ class Responder:
             self._stateless(msg, NotifyPayload(NotifyType.INVALID_KE_PAYLOAD,
                                                struct.pack("!H", group)))
             return
-        self.spi_i, self.spi_r = msg.spi_i, self.rng(8)
-        self.ni, self.nr = nonce.data, self.rng(32)
+        self.spi_i, self.spi_r, self.ni, self.nr = msg.spi_i, self.rng(8), nonce.data, self.rng(32)
         our_ke = new_key_exchange(group)
         shared = our_ke.shared_secret(ke.data)
         encr, integ = chosen.first(TransformType.ENCR), chosen.first(TransformType.INTEG)
@@ -252,13 +228,12 @@ class Responder:
                                         shared, self.ni, self.nr, self.spi_i, self.spi_r)
         hashes = msg.notify(NotifyType.SIGNATURE_HASH_ALGORITHMS)
         self.client_hashes = set(pubkey.decode_hash_algorithms(hashes.data)) if hashes else None
-        me, peer = self.cfg.address, self.cfg.client_seen_as
         payloads: list[Payload] = [
             SaPayload([chosen]), KePayload(group, our_ke.public_bytes), NoncePayload(self.nr),
             NotifyPayload(NotifyType.NAT_DETECTION_SOURCE_IP,
-                          natd_hash(self.spi_i, self.spi_r, *me)),
+                          natd_hash(self.spi_i, self.spi_r, *self.cfg.address)),
             NotifyPayload(NotifyType.NAT_DETECTION_DESTINATION_IP,
-                          natd_hash(self.spi_i, self.spi_r, *peer)),
+                          natd_hash(self.spi_i, self.spi_r, *self.cfg.client_seen_as)),
         ]
         if self.cfg.key is not None:
             payloads.append(NotifyPayload(NotifyType.SIGNATURE_HASH_ALGORITHMS,
@@ -300,7 +275,7 @@ class Responder:
                      for c in self.cfg.certs]
             self.eap_id = 1
             return [self.idr, *certs, AuthPayload(method, data),
-                    EapPayload(eap_packet(EapCode.REQUEST, 1, EapType.IDENTITY))]
+                    EapPayload(framed(EapCode.REQUEST, 1, bytes((EapType.IDENTITY,))))]
         if auth is not None:  # after EAP-Success: AUTH from the MSK (RFC 7296 2.16)
             assert self.msk is not None
             if not psk_verify(self.prf, self.msk, self._octets(False), auth.data):
@@ -319,33 +294,32 @@ class Responder:
             self.eap_user = data.decode()
             self.challenge = self.rng(16)
             body = bytes((16,)) + self.challenge + self.cfg.identity.encode()
-            return eap_packet(EapCode.REQUEST, self.eap_id, EapType.MSCHAPV2,
-                              mschapv2_request(ms.OP_CHALLENGE, self.eap_id, body))
+            return self._mschapv2(ms.OP_CHALLENGE, self.eap_id, body)
         assert eap_type == EapType.MSCHAPV2, f"client answered with EAP type {eap_type}"
         opcode = data[0]
         if opcode == ms.OP_SUCCESS:  # the client accepted our authenticator response (1 octet)
             assert len(data) == 1
             password = self.cfg.eap_users[self.eap_user]
             self.msk = ms.msk(password, self.nt_response)
-            return eap_packet(EapCode.SUCCESS, self.eap_id - 1)
+            return framed(EapCode.SUCCESS, self.eap_id - 1)
         assert opcode == ms.OP_RESPONSE and data[4] == ms.RESPONSE_VALUE_LEN
         ms_id, ms_length = data[1], int.from_bytes(data[2:4])
         assert ms_id == self.eap_id - 1 and ms_length == len(data)
         peer_challenge, self.nt_response = data[5:21], data[29:53]
-        name = data[54:]
-        user = ms.username_for_hash(name.decode())
-        password = self.cfg.eap_users.get(name.decode())
+        self.eap_user = data[54:].decode()
+        user, password = ms.username_for_hash(self.eap_user), self.cfg.eap_users.get(self.eap_user)
         expected = password and ms.generate_nt_response(self.challenge, peer_challenge, user,
                                                         password)
-        if not expected or expected != self.nt_response:
+        if expected != self.nt_response:
             text = f"E=691 R=0 C={self.challenge.hex().upper()} V=3 M=Authentication failed"
-            return eap_packet(EapCode.REQUEST, self.eap_id, EapType.MSCHAPV2,
-                              mschapv2_request(ms.OP_FAILURE, ms_id, text.encode()))
-        self.eap_user = name.decode()
+            return self._mschapv2(ms.OP_FAILURE, ms_id, text.encode())
         s = ms.generate_authenticator_response(password, self.nt_response, peer_challenge,
                                                self.challenge, user)
-        return eap_packet(EapCode.REQUEST, self.eap_id, EapType.MSCHAPV2,
-                          mschapv2_request(ms.OP_SUCCESS, ms_id, f"{s} M=Welcome".encode()))
+        return self._mschapv2(ms.OP_SUCCESS, ms_id, f"{s} M=Welcome".encode())
+
+    def _mschapv2(self, opcode: int, ms_id: int, body: bytes) -> bytes:
+        data = bytes((EapType.MSCHAPV2,)) + framed(opcode, ms_id, body)
+        return framed(EapCode.REQUEST, self.eap_id, data)
 
     def _child(self) -> list[Payload]:
         """The first CHILD_SA (SA, TSi, TSr) and the CP reply, from the first request."""
@@ -356,15 +330,13 @@ class Responder:
         chosen = choose(sa.proposals, accepted) if sa else None
         if chosen is None:
             return [NotifyPayload(NotifyType.NO_PROPOSAL_CHOSEN)]
-        theirs = next(p for p in sa.proposals if p.number == chosen.number)
-        (their_spi,) = struct.unpack("!I", theirs.spi)
+        their_spi = int.from_bytes(next(p.spi for p in sa.proposals if p.number == chosen.number))
         our_spi = int.from_bytes(self.rng(4)) | 0x100
         chosen.spi = struct.pack("!I", our_spi)
         encr, integ = chosen.first(TransformType.ENCR), chosen.first(TransformType.INTEG)
         integ_len = integ_for(integ.id).key_size if integ else 0
         km = derive_child_keys(self.prf, self.keys.sk_d, self.ni, self.nr,
                                encr_keymat_len(encr.id, encr.key_length), integ_len)
-        self.esp_proposal = chosen
         self.child = ChildSaKeys(
             spi_in=our_spi, spi_out=their_spi, encr_id=encr.id, key_bits=encr.key_length,
             integ_id=integ.id if integ else None,
@@ -399,29 +371,27 @@ class Responder:
                 self.child = None
         return reply
 
-    def _request(self, payloads: list[Payload]) -> bytes:
-        assert self.sk is not None and self.pending is None, "one request at a time"
+    def request(self, payloads: list[Payload]) -> bytes:
+        """Send an INFORMATIONAL request of our own (one at a time, as RFC 7296 2.3 allows)."""
+        assert self.sk is not None and self.pending_id is None, "one request at a time"
         msg = Message(spi_i=self.spi_i, spi_r=self.spi_r, exchange=ExchangeType.INFORMATIONAL,
                       is_response=False, is_initiator=False, message_id=self.my_next_id,
                       payloads=payloads, encrypted=True)
-        packet = msg.encode(self.sk)
-        self.pending = (self.my_next_id, packet)
-        self.last_request = packet
-        self.my_next_id += 1
-        self._out.append(packet)
-        return packet
+        self.pending_id, self.my_next_id = self.my_next_id, self.my_next_id + 1
+        self.last_request = msg.encode(self.sk)
+        self._out.append(self.last_request)
+        return self.last_request
 
     def delete_ike(self) -> bytes:
         self.closed = True
-        return self._request([DeletePayload(ProtocolId.IKE, [])])
+        return self.request([DeletePayload(ProtocolId.IKE, [])])
 
     def delete_child(self) -> bytes:
         assert self.child is not None
-        return self._request([DeletePayload(ProtocolId.ESP,
-                                            [struct.pack("!I", self.child.spi_in)])])
+        return self.request([DeletePayload(ProtocolId.ESP, [self.child.spi_in.to_bytes(4)])])
 
     def liveness(self) -> bytes:
-        return self._request([])
+        return self.request([])
 
     def retransmit(self) -> None:
         """Our last request again (as if its response had been lost)."""

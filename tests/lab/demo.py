@@ -9,16 +9,39 @@ that nothing was left behind, and tears the lab down. Exits non-zero on any fail
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from tests.lab.checks import disconnect_cleanly
 from tests.lab.gateway import LAN_HOST, SCENARIOS
 from tests.lab.topology import Lab, lab_unavailable
 from tests.lab.vpnclient import ClientError, VpnClient
 
+PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
+
 
 def step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
+
+
+SAMPLES = {
+    "eap-mschapv2": "lab-eap.vpnprofile",
+    "eap-md5": "lab-md5.vpnprofile",
+    "psk": "lab-psk.vpnprofile",
+}
+
+
+def sample_profile(lab: Lab, scenario: str) -> Path:
+    """The profile from profiles/, trusting this lab run's freshly made CA."""
+    sample = SAMPLES.get(scenario)
+    if sample is None:  # certificate scenarios need this run's PKCS#12
+        return lab.profile(scenario)
+    data = json.loads((PROFILES_DIR / sample).read_text())
+    data.setdefault("remote", {})["cert"] = lab.pki.ca.cert_b64
+    path = lab.dir / sample
+    path.write_text(json.dumps(data, indent=2))
+    return path
 
 
 def demo(scenario: str) -> int:
@@ -27,7 +50,7 @@ def demo(scenario: str) -> int:
         assert lab.gateway is not None
         step(f"lab up: client namespace {lab.client_ns.name}, gateway namespace "
              f"{lab.gw_ns.name}, gateway {SCENARIOS[conn].addr}, LAN {LAN_HOST}")
-        profile = lab.profile(scenario)
+        profile = sample_profile(lab, scenario)
         print(f"profile: {profile}")
         client = VpnClient(lab.client_ns, lab.dir / "demo-client")
         offset = lab.gateway.log_size()

@@ -15,7 +15,7 @@ from ..auth import certs, pubkey
 from ..auth.eap.peer import EapPeer
 from ..auth.octets import signed_octets
 from ..auth.psk import psk_auth_data, psk_verify
-from ..constants import AuthMethod, CertEncoding, ExchangeType, NotifyType
+from ..constants import AuthMethod, CertEncoding, EapCode, EapType, ExchangeType, NotifyType
 from ..errors import AuthenticationFailed, PeerNotTrusted, RemoteProtocolError
 from ..message import Message
 from ..payloads import (
@@ -30,6 +30,11 @@ from ..payloads import (
 from .base import Status, Task
 
 log = logging.getLogger(__name__)
+
+# EAP methods that authenticate the gateway too, so that EAP-only (RFC 5998) is safe.
+MUTUAL_EAP = {EapType.MSCHAPV2}
+# Requests that carry no credentials and so may come before the method is known.
+EAP_PRELUDE = {EapType.IDENTITY, EapType.NOTIFICATION}
 
 
 class IkeAuth(Task):
@@ -49,6 +54,7 @@ class IkeAuth(Task):
         self.pending_eap: bytes | None = None
         self.send_msk_auth = False
         self.idr: IdrPayload | None = None
+        self.eap_only = False  # the gateway skipped its AUTH: EAP must authenticate it
         self.peer_cert: x509.Certificate | None = None
 
     # -- building -------------------------------------------------------------------
@@ -84,6 +90,8 @@ class IkeAuth(Task):
                 )
                 msg.payloads.append(AuthPayload(method, data))
             msg.payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
+            if cfg.auth_method == "eap" and cfg.eap_only:
+                msg.payloads.append(NotifyPayload(NotifyType.EAP_ONLY_AUTHENTICATION))
             return
         if self.pending_eap is not None:
             msg.payloads.append(EapPayload(self.pending_eap))
@@ -125,6 +133,8 @@ class IkeAuth(Task):
             secret = self.eap.msk or sa.keys.sk_pr
             if not psk_verify(sa.prf, secret, self._peer_octets(), auth.data):
                 raise PeerNotTrusted("the gateway's EAP AUTH payload did not verify")
+            if self.eap_only:
+                self._check_eap_only_identity()
             sa.peer_authenticated = True
             sa.auth_done = True
             return Status.DONE
@@ -138,7 +148,7 @@ class IkeAuth(Task):
             if self.eap is None:
                 raise RemoteProtocolError("the gateway started EAP but the profile uses no EAP")
             if not sa.peer_authenticated:
-                raise PeerNotTrusted("the gateway started EAP without authenticating itself")
+                self._allow_eap_only(eap)
             response = self.eap.handle(eap.data)
             if self.eap.succeeded:
                 log.info("EAP method %s succeeded", getattr(self.eap, "method", "?"))
@@ -155,6 +165,28 @@ class IkeAuth(Task):
             raise PeerNotTrusted("the gateway sent no AUTH payload")
         sa.auth_done = True
         return Status.DONE
+
+    def _allow_eap_only(self, eap: EapPayload) -> None:
+        """Called for each EAP request while the gateway has not authenticated itself."""
+        if not self.sa.config.eap_only:
+            raise PeerNotTrusted("the gateway started EAP without authenticating itself")
+        self.eap_only = True
+        if eap.code == EapCode.REQUEST and eap.eap_type not in MUTUAL_EAP | EAP_PRELUDE:
+            # Refuse before answering: a non-mutual method would hand an unauthenticated
+            # gateway material derived from the password.
+            raise PeerNotTrusted(
+                f"the gateway offered EAP-only authentication with EAP type {eap.eap_type},"
+                " which cannot prove the gateway's identity"
+            )
+
+    def _check_eap_only_identity(self) -> None:
+        cfg = self.sa.config
+        assert self.idr is not None
+        if not IdrPayload.from_string(cfg.remote_id).same_identity(self.idr):
+            raise PeerNotTrusted(
+                f"the gateway identified as '{self.idr}', the profile expects '{cfg.remote_id}'"
+            )
+        log.info("gateway '%s' authenticated by mutual EAP (EAP-only)", self.idr)
 
     def _verify_gateway(self, msg: Message, auth: AuthPayload) -> None:
         sa, cfg = self.sa, self.sa.config
