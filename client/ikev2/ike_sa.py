@@ -31,7 +31,7 @@ from .constants import (
     NotifyType,
     ProtocolId,
 )
-from .errors import IkeError, RemoteProtocolError
+from .errors import CryptoError, IkeError, RemoteProtocolError
 from .events import (
     ChildSaDeleted,
     ChildSaEstablished,
@@ -177,8 +177,9 @@ class IkeSA:
             return
         try:
             self._receive(data, now)
-        except RemoteProtocolError as exc:
-            # A malformed or unexpected message is logged and dropped, never fatal by itself.
+        except (RemoteProtocolError, CryptoError) as exc:
+            # A malformed, forged or unexpected message is logged and dropped (RFC 7296
+            # 2.21.1: a failed integrity check must not affect the SA), never fatal by itself.
             log.warning("dropped a message from the gateway: %s", exc)
         except IkeError as exc:
             self._fail(exc)
@@ -312,13 +313,27 @@ class IkeSA:
             return
         if header.message_id != self._peer_next_id:
             raise RemoteProtocolError(f"request with unexpected message ID {header.message_id}")
-        msg = self._decode(data, header.exchange)
+        reply = Message(
+            spi_i=self.spi_i, spi_r=self.spi_r, exchange=header.exchange, is_response=True,
+            is_initiator=True, message_id=header.message_id, payloads=[], encrypted=True,
+        )
+        try:
+            msg = self._decode(data, header.exchange)
+        except RemoteProtocolError as exc:
+            ptype = getattr(exc, "unsupported_critical", None)
+            if ptype is None:
+                raise
+            # RFC 7296 2.5: an authentic request with a critical payload we do not know
+            # is answered with UNSUPPORTED_CRITICAL_PAYLOAD naming its type.
+            log.warning("gateway request %d: %s", header.message_id, exc)
+            self._peer_next_id += 1
+            reply.payloads.append(
+                NotifyPayload(NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD, bytes([ptype]))
+            )
+            self._last_response = (header.message_id, self.send_message(reply))
+            return
         log.info("received %s (%d bytes)", msg.summary(), len(data))
         self._peer_next_id += 1
-        reply = Message(
-            spi_i=self.spi_i, spi_r=self.spi_r, exchange=msg.exchange, is_response=True,
-            is_initiator=True, message_id=msg.message_id, payloads=[], encrypted=True,
-        )
         closing = False
         if msg.exchange == ExchangeType.INFORMATIONAL:
             closing = self._informational(msg, reply)

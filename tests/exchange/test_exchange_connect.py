@@ -197,8 +197,9 @@ def test_cookie() -> None:
     assert isinstance(cookie, NotifyPayload) and cookie.notify_type == NotifyType.COOKIE
     # The same request behind the COOKIE (only our random NAT-D source hash is new).
     assert second.spi_i == first.spi_i
-    assert [p for p in second.payloads[1:] if getattr(p, "notify_type", 0) != 16388] == [
-        p for p in first.payloads if getattr(p, "notify_type", 0) != 16388]
+    natd_src = NotifyType.NAT_DETECTION_SOURCE_IP
+    assert [p for p in second.payloads[1:] if getattr(p, "notify_type", 0) != natd_src] == [
+        p for p in first.payloads if getattr(p, "notify_type", 0) != natd_src]
 
 
 def test_invalid_ke_payload() -> None:

@@ -110,3 +110,13 @@ def test_cancel_while_connecting() -> None:
     (closed,) = events(client)
     assert isinstance(closed, IkeSaClosed) and closed.error is None
     assert client.get_timer() is None and client.datagrams_to_send() == []
+
+
+def test_both_sides_delete_at_once(connected) -> None:
+    client, gw = connected
+    client.delete(40.0)
+    gw.delete_ike()
+    pump(client, gw, 40.0)
+    (closed,) = events(client)  # exactly one close, whichever Delete won
+    assert isinstance(closed, IkeSaClosed) and closed.error is None
+    assert client.state is State.CLOSED and client.get_timer() is None

@@ -90,11 +90,6 @@ def test_broken_ike_auth_response_is_dropped(mangle, caplog) -> None:
     assert "dropped a message from the gateway" in caplog.text
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "client/ikev2/ike_sa.py IkeSA.receive catches only RemoteProtocolError as 'drop'; "
-    "the CryptoError that Message.decode raises for a failed ICV/AEAD tag reaches the "
-    "`except IkeError` branch and kills the SA (RFC 7296 2.21: such a message must be "
-    "discarded). Fix: `except (RemoteProtocolError, CryptoError)` in receive()"))
 @pytest.mark.parametrize("mangle", [flip_icv, flip_ciphertext])
 @pytest.mark.parametrize("ike", ["aes256gcm16-prfsha384-ecp384", "aes128-sha256-modp2048"])
 def test_icv_failure_is_dropped(mangle, ike: str) -> None:
@@ -230,12 +225,6 @@ def test_endless_cookie_demands_end_the_attempt() -> None:
     assert client.state is State.CLOSED and client.get_timer() is None
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "client/ikev2/ike_sa.py IkeSA._on_request lets the RemoteProtocolError from "
-    "decode_chain (which carries .unsupported_critical) drop the request unanswered; "
-    "RFC 7296 2.5 requires a response with N(UNSUPPORTED_CRITICAL_PAYLOAD) holding the "
-    "payload type. Fix: catch it around _decode for requests, reply with that notify and "
-    "advance _peer_next_id"))
 def test_request_with_unknown_critical_payload_gets_unsupported_critical() -> None:
     client, gw = make_pair(client_config(), GatewayConfig(psk=PSK))
     connect(client, gw)
