@@ -110,6 +110,31 @@ class CbcHmacTransform(EspTransform):
         return dec.update(view[16:split]) + dec.finalize()
 
 
+_AEAD = (EncrId.AES_GCM_16, EncrId.CHACHA20_POLY1305)
+
+
+def key_lengths(encr_id: int, key_bits: int, integ_id: int | None) -> tuple[int, int]:
+    """(encryption key material, integrity key) lengths in bytes, for the CHILD_SA KEYMAT split.
+
+    Raises ValueError for a transform combination this ESP implementation does not support.
+    """
+    if encr_id not in _AEAD and encr_id != EncrId.AES_CBC:
+        raise ValueError(f"unsupported ESP encryption transform {encr_id}")
+    if encr_id == EncrId.CHACHA20_POLY1305:
+        key_bits = 256  # RFC 7634: no key length attribute, always 256 bits
+    if key_bits not in (128, 192, 256):
+        raise ValueError(f"unsupported key length {key_bits} for ESP transform {encr_id}")
+    if integ_id == IntegId.NONE:
+        integ_id = None
+    if encr_id in _AEAD:
+        if integ_id is not None:
+            raise ValueError("an AEAD transform takes no integrity algorithm")
+        return key_bits // 8 + SALT_LEN, 0
+    if integ_id not in _HMAC:
+        raise ValueError("AES-CBC needs a supported integrity algorithm")
+    return key_bits // 8, _HMAC[integ_id][1]
+
+
 def make_transform(
     encr_id: int,
     key_bits: int,
@@ -119,32 +144,15 @@ def make_transform(
     rng: Callable[[int], bytes] = secrets.token_bytes,
 ) -> EspTransform:
     """Build the transform negotiated for a CHILD_SA; raises ValueError if unsupported."""
-    if integ_id == IntegId.NONE:
-        integ_id = None
-    if encr_id in (EncrId.AES_GCM_16, EncrId.CHACHA20_POLY1305):
-        if integ_id is not None:
-            raise ValueError("an AEAD transform takes no integrity algorithm")
-        if encr_id == EncrId.CHACHA20_POLY1305:
-            key_bits = 256
-        if key_bits not in (128, 192, 256) or len(encr_key) != key_bits // 8 + SALT_LEN:
-            raise ValueError("AEAD key material must be key || 4-byte salt")
+    encr_len, _ = key_lengths(encr_id, key_bits, integ_id)
+    if len(encr_key) != encr_len:
+        what = "key || 4-byte salt" if encr_id in _AEAD else "the AES key"
+        raise ValueError(f"ESP encryption key material must be {encr_len} bytes ({what})")
+    if encr_id in _AEAD:
         key, salt = encr_key[:-SALT_LEN], encr_key[-SALT_LEN:]
         aead = ChaCha20Poly1305(key) if encr_id == EncrId.CHACHA20_POLY1305 else AESGCM(key)
         return AeadTransform(aead, salt)
-    if encr_id == EncrId.AES_CBC:
-        if key_bits not in (128, 192, 256) or len(encr_key) != key_bits // 8:
-            raise ValueError("AES-CBC key length does not match key_bits")
-        if integ_id not in _HMAC or integ_key is None:
-            raise ValueError("AES-CBC needs a supported integrity algorithm")
-        return CbcHmacTransform(encr_key, integ_id, integ_key, rng)
-    raise ValueError(f"unsupported ESP encryption transform {encr_id}")
-
-
-def key_lengths(encr_id: int, key_bits: int, integ_id: int | None) -> tuple[int, int]:
-    """(encryption key material, integrity key) lengths in bytes, for the CHILD_SA KEYMAT split."""
-    if encr_id in (EncrId.AES_GCM_16, EncrId.CHACHA20_POLY1305):
-        bits = 256 if encr_id == EncrId.CHACHA20_POLY1305 else key_bits
-        return bits // 8 + SALT_LEN, 0
-    if encr_id == EncrId.AES_CBC and integ_id in _HMAC:
-        return key_bits // 8, _HMAC[integ_id][1]
-    raise ValueError(f"unsupported ESP transform {encr_id}/{integ_id}")
+    if integ_key is None:
+        raise ValueError("AES-CBC needs an integrity key")
+    assert integ_id is not None  # key_lengths accepted it
+    return CbcHmacTransform(encr_key, integ_id, integ_key, rng)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-from client.esp.ciphers import make_transform
+from client.esp.ciphers import EspTransform, make_transform
 from client.esp.errors import EspError
 from client.esp.replay import ReplayWindow
 
@@ -24,7 +24,18 @@ _PAD = bytes(range(1, 256))
 _NEXT_HEADER = {4: NH_IPV4, 6: NH_IPV6}
 
 
-class EspOutbound:
+class _EspSa:
+    """What both directions keep: the SPI, the negotiated transform, traffic counters."""
+
+    def __init__(self, spi: int, transform: EspTransform) -> None:
+        self.spi = spi
+        self._spi_bytes = spi.to_bytes(4, "big")
+        self._t = transform
+        self.packets = 0
+        self.bytes = 0  # inner (plaintext IP) bytes
+
+
+class EspOutbound(_EspSa):
     def __init__(
         self,
         spi: int,
@@ -35,13 +46,9 @@ class EspOutbound:
         integ_key: bytes | None = None,
         rng: Callable[[int], bytes] = secrets.token_bytes,
     ) -> None:
-        self.spi = spi
-        self._spi_bytes = spi.to_bytes(4, "big")
-        self._t = make_transform(encr_id, key_bits, encr_key, integ_id, integ_key, rng)
+        super().__init__(spi, make_transform(encr_id, key_bits, encr_key, integ_id, integ_key, rng))
         self._align = self._t.align
         self.next_seq = 1
-        self.packets = 0
-        self.bytes = 0  # inner (plaintext IP) bytes
 
     def encapsulate(self, inner: bytes) -> bytes:
         """Wrap one IPv4/IPv6 packet; raises EspError when the sequence space is used up."""
@@ -63,7 +70,7 @@ class EspOutbound:
         return header + self._t.seal(header, seq, payload)
 
 
-class EspInbound:
+class EspInbound(_EspSa):
     def __init__(
         self,
         spi: int,
@@ -74,13 +81,9 @@ class EspInbound:
         integ_key: bytes | None = None,
         replay_window: int = 1024,
     ) -> None:
-        self.spi = spi
-        self._spi_bytes = spi.to_bytes(4, "big")
-        self._t = make_transform(encr_id, key_bits, encr_key, integ_id, integ_key)
+        super().__init__(spi, make_transform(encr_id, key_bits, encr_key, integ_id, integ_key))
         self._min_len = 8 + self._t.iv_len + self._t.align + self._t.icv_len
         self.replay = ReplayWindow(replay_window)
-        self.packets = 0
-        self.bytes = 0  # inner (plaintext IP) bytes
         self.dummies = 0
 
     def decapsulate(self, packet: bytes) -> bytes:

@@ -11,7 +11,6 @@ import hashlib
 import ipaddress
 import re
 import struct
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -27,7 +26,6 @@ from typing import ClassVar, Self, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
 from .buffer import Reader
 from .constants import (
@@ -46,6 +44,7 @@ from .constants import (
     TsType,
 )
 from .errors import LocalProtocolError, RemoteProtocolError
+from .identity import classify_identity, dn_from_der, dn_to_string, same_dn
 from .proposals import Proposal, Transform
 
 _E = TypeVar("_E", bound=IntEnum)
@@ -217,92 +216,6 @@ class KePayload(_Known):
 
 # --- ID (3.5) ---------------------------------------------------------------------------
 
-# Attribute names beyond cryptography's RFC 4514 set that strongSwan users write.
-_DN_NAMES = {
-    "E": NameOID.EMAIL_ADDRESS,
-    "emailAddress": NameOID.EMAIL_ADDRESS,
-    "SN": NameOID.SURNAME,
-    "GN": NameOID.GIVEN_NAME,
-    "serialNumber": NameOID.SERIAL_NUMBER,
-    "T": NameOID.TITLE,
-    "title": NameOID.TITLE,
-}
-_DN_SHOW = {NameOID.EMAIL_ADDRESS: "E", NameOID.SURNAME: "SN", NameOID.GIVEN_NAME: "GN",
-            NameOID.SERIAL_NUMBER: "serialNumber", NameOID.TITLE: "T"}
-_DN_RE = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)\s*=")
-_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
-
-
-def _dn_from_string(s: str) -> x509.Name:
-    """Parse a DN written strongSwan-style: RDNs in certificate (DER) order, ', ' separated.
-
-    RFC 4514 strings list RDNs in reverse, so reverse ours before handing it over.
-    """
-    rdns = [part.strip() for part in _UNESCAPED_COMMA.split(s)]
-    try:
-        return x509.Name.from_rfc4514_string(",".join(reversed(rdns)), _DN_NAMES)
-    except ValueError as e:
-        raise ValueError(f"invalid distinguished name {_show(s)}") from e
-
-
-def _der_tlv_span(der: bytes) -> int:
-    """Length of the first DER element (header included), or -1 if malformed."""
-    if len(der) < 2:
-        return -1
-    n = der[1]
-    if n < 0x80:
-        return 2 + n
-    k = n & 0x7F
-    if k == 0 or k > 3 or len(der) < 2 + k:
-        return -1
-    return 2 + k + int.from_bytes(der[2 : 2 + k], "big")
-
-
-def _dn_from_der(der: bytes) -> x509.Name:
-    """Parse a DER Name by wrapping it into a (never verified) CSR for cryptography's parser.
-
-    cryptography has no public Name-from-DER; the CSR path reuses its strict ASN.1 parser
-    instead of a hand-written one. Raises ValueError on malformed input.
-    """
-    if not der or der[0] != 0x30 or _der_tlv_span(der) != len(der):
-        raise ValueError("not a single DER SEQUENCE")
-
-    def tlv(tag: int, value: bytes) -> bytes:
-        n = len(value)
-        if n < 0x80:
-            return bytes([tag, n]) + value
-        size = n.to_bytes((n.bit_length() + 7) // 8, "big")
-        return bytes([tag, 0x80 | len(size)]) + size + value
-
-    null_alg = tlv(0x30, tlv(0x06, bytes.fromhex("2a864886f70d010101")) + b"\x05\x00")
-    spki = tlv(0x30, null_alg + tlv(0x03, b"\x00"))
-    info = tlv(0x30, b"\x02\x01\x00" + der + spki + b"\xa0\x00")
-    csr = tlv(0x30, info + null_alg + tlv(0x03, b"\x00"))
-    try:
-        with warnings.catch_warnings():  # e.g. "country name must be 2 characters"
-            warnings.simplefilter("ignore")
-            name = x509.load_der_x509_csr(csr).subject
-            name.rfc4514_string()  # force decoding of every attribute value now
-    except Exception as e:  # odd input raises KeyError and TypeError as well as ValueError
-        raise ValueError(f"malformed DER Name ({type(e).__name__})") from e
-    return name
-
-
-def _dn_to_string(name: x509.Name) -> str:
-    return ", ".join(rdn.rfc4514_string(_DN_SHOW) for rdn in name.rdns)
-
-
-_ID_PREFIXES = {
-    "ipv4:": IdType.IPV4_ADDR,
-    "ipv6:": IdType.IPV6_ADDR,
-    "fqdn:": IdType.FQDN,
-    "email:": IdType.RFC822_ADDR,
-    "rfc822:": IdType.RFC822_ADDR,
-    "asn1dn:": IdType.DER_ASN1_DN,
-    "keyid:": IdType.KEY_ID,
-}
-
-
 @dataclass
 class IdPayload(_Known):
     """Common body of IDi and IDr; use the subclasses on the wire."""
@@ -326,7 +239,7 @@ class IdPayload(_Known):
             raise RemoteProtocolError("ID: empty identification data")
         if id_type == IdType.DER_ASN1_DN:
             try:
-                _dn_from_der(data)
+                dn_from_der(data)
             except ValueError as e:
                 raise RemoteProtocolError("ID: malformed DER_ASN1_DN") from e
         return cls(id_type, data)
@@ -334,58 +247,24 @@ class IdPayload(_Known):
     @classmethod
     def from_string(cls, s: str) -> Self:
         """Classify a configured identity the way strongSwan does (raises ValueError)."""
-        s = s.strip()
-        if not s:
-            raise ValueError("empty identity")
-        for prefix, id_type in _ID_PREFIXES.items():
-            if s.lower().startswith(prefix):
-                return cls._typed(id_type, s[len(prefix) :])
-        if s.startswith("@#"):
-            return cls._typed(IdType.KEY_ID, s[2:])
-        try:
-            addr = ipaddress.ip_address(s)
-        except ValueError:
-            pass
-        else:
-            id_type = IdType.IPV4_ADDR if addr.version == 4 else IdType.IPV6_ADDR
-            return cls(id_type, addr.packed)
-        if _DN_RE.match(s):  # before '@': "CN=user@example.org" is a DN
-            return cls(IdType.DER_ASN1_DN, _dn_from_string(s).public_bytes())
-        if s.startswith("@"):
-            return cls(IdType.FQDN, s[1:].encode())
-        if "@" in s:
-            return cls(IdType.RFC822_ADDR, s.encode())
-        return cls(IdType.FQDN, s.encode())
-
-    @classmethod
-    def _typed(cls, id_type: IdType, value: str) -> Self:
-        if id_type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
-            addr = ipaddress.ip_address(value)
-            if (addr.version == 4) != (id_type == IdType.IPV4_ADDR):
-                raise ValueError(f"{_show(value)} is not an {id_type.name}")
-            return cls(id_type, addr.packed)
-        if id_type == IdType.DER_ASN1_DN:
-            return cls(id_type, _dn_from_string(value).public_bytes())
-        if id_type == IdType.KEY_ID:
-            return cls(id_type, bytes.fromhex(value.removeprefix("#").replace(":", "")))
-        return cls(id_type, value.encode())
+        return cls(*classify_identity(s))
 
     def dn(self) -> x509.Name | None:
         """The parsed DN of a DER_ASN1_DN identity, else None."""
         if self.id_type != IdType.DER_ASN1_DN:
             return None
         try:
-            return _dn_from_der(self.data)
+            return dn_from_der(self.data)
         except ValueError:
             return None
 
     def same_identity(self, other: IdPayload) -> bool:
-        """Semantic equality: DNs by attribute values, FQDN/email case-insensitively."""
+        """Semantic equality: DNs as identity.same_dn, FQDN/email case-insensitively."""
         if self.id_type != other.id_type:
             return False
         if self.id_type == IdType.DER_ASN1_DN:
             mine, theirs = self.dn(), other.dn()
-            return mine is not None and mine == theirs
+            return mine is not None and theirs is not None and same_dn(mine, theirs)
         if self.id_type in (IdType.FQDN, IdType.RFC822_ADDR):
             return self.data.lower() == other.data.lower()
         return self.data == other.data
@@ -401,7 +280,7 @@ class IdPayload(_Known):
         if t == IdType.DER_ASN1_DN:
             name = self.dn()
             if name is not None:
-                return _dn_to_string(name)
+                return dn_to_string(name)
         if t == IdType.KEY_ID:
             return "@#" + self.data.hex()
         return f"{t}:{self.data.hex()}"

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -22,6 +22,7 @@ from cryptography.x509.verification import (
 
 from client.ikev2.constants import IdType
 from client.ikev2.errors import PeerNotTrusted
+from client.ikev2.identity import classify_identity, dn_from_der, same_dn
 
 # RFC 4945 section 5.1.3.12: the IPsec-specific EKUs that an IKE certificate may carry.
 _OID_IKE_INTERMEDIATE = ObjectIdentifier("1.3.6.1.5.5.8.2.2")
@@ -146,8 +147,8 @@ def identity_matches(cert: x509.Certificate, id_type: int, id_data: bytes) -> bo
     """Does the certificate carry this IKE identity (as a SAN, or a DN as its subject)?"""
     if id_type == IdType.DER_ASN1_DN:
         try:
-            return _dn_key(id_data) == _dn_key(cert.subject.public_bytes())
-        except _DerError:
+            return same_dn(dn_from_der(id_data), cert.subject)
+        except ValueError:
             return False
     san = _san(cert)
     if san is None:
@@ -174,164 +175,16 @@ def identity_matches(cert: x509.Certificate, id_type: int, id_data: bytes) -> bo
     return False
 
 
-# --- distinguished names ------------------------------------------------------------
-# cryptography cannot load a bare DER Name, so a minimal walk turns one into a
-# comparable key: RDNs in order, each a set of (OID, normalised value) (RFC 5280 7.1).
-
-
-class _DerError(Exception):
-    pass
-
-
-def _read_tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
-    if pos + 2 > len(data):
-        raise _DerError("truncated DER element")
-    tag, first = data[pos], data[pos + 1]
-    pos += 2
-    if first >= 0x80:
-        count = first & 0x7F
-        if count == 0 or count > 3 or pos + count > len(data):
-            raise _DerError("unsupported or truncated DER length")
-        first = int.from_bytes(data[pos : pos + count], "big")
-        pos += count
-    if pos + first > len(data):
-        raise _DerError("DER element runs past its container")
-    return tag, data[pos : pos + first], pos + first
-
-
-def _children(data: bytes, tag: int) -> list[bytes]:
-    items, pos = [], 0
-    while pos < len(data):
-        got, content, pos = _read_tlv(data, pos)
-        if got != tag:
-            raise _DerError(f"unexpected DER tag {got:#x}")
-        items.append(content)
-    return items
-
-
-_STRING_CODECS = {
-    0x0C: "utf-8",
-    0x13: "ascii",
-    0x16: "ascii",
-    0x14: "latin-1",
-    0x1E: "utf-16-be",
-    0x1C: "utf-32-be",
-}
-
-
-def _ava_key(ava: bytes) -> tuple[bytes, object]:
-    tag, oid, pos = _read_tlv(ava, 0)
-    if tag != 0x06:
-        raise _DerError("attribute type is not an OID")
-    vtag, value, end = _read_tlv(ava, pos)
-    if end != len(ava):
-        raise _DerError("trailing data in attribute")
-    codec = _STRING_CODECS.get(vtag)
-    if codec is None:
-        return oid, (vtag, value)
-    try:
-        text = value.decode(codec)
-    except UnicodeDecodeError:
-        raise _DerError("undecodable attribute value") from None
-    return oid, " ".join(text.split()).casefold()
-
-
-def _dn_key(der: bytes) -> tuple[frozenset[tuple[bytes, object]], ...]:
-    outer = _children(der, 0x30)
-    if len(outer) != 1:
-        raise _DerError("a DN is a single SEQUENCE")
-    name = outer[0]
-    return tuple(
-        frozenset(_ava_key(ava) for ava in _children(rdn, 0x30)) for rdn in _children(name, 0x31)
-    )
-
-
-_DN_KEYWORDS = {
-    "C": NameOID.COUNTRY_NAME,
-    "ST": NameOID.STATE_OR_PROVINCE_NAME,
-    "L": NameOID.LOCALITY_NAME,
-    "STREET": NameOID.STREET_ADDRESS,
-    "O": NameOID.ORGANIZATION_NAME,
-    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
-    "CN": NameOID.COMMON_NAME,
-    "DC": NameOID.DOMAIN_COMPONENT,
-    "UID": NameOID.USER_ID,
-    "E": NameOID.EMAIL_ADDRESS,
-    "EMAIL": NameOID.EMAIL_ADDRESS,
-    "EMAILADDRESS": NameOID.EMAIL_ADDRESS,
-    "SN": NameOID.SURNAME,
-    "SERIALNUMBER": NameOID.SERIAL_NUMBER,
-    "G": NameOID.GIVEN_NAME,
-    "GN": NameOID.GIVEN_NAME,
-    "T": NameOID.TITLE,
-}
-
-
-def _split_unescaped(text: str, sep: str) -> list[str]:
-    parts, current, escaped = [], "", False
-    for ch in text:
-        if escaped:
-            current, escaped = current + ch, False
-        elif ch == "\\":
-            escaped = True
-        elif ch == sep:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    parts.append(current)
-    return parts
-
-
-def _parse_dn_string(text: str) -> list[x509.NameAttribute]:
-    """A strongSwan-style DN ("C=CH, O=Org, CN=gw" or "/C=CH/O=Org/CN=gw"), in order."""
-    sep = "/" if text.startswith("/") else ","
-    attributes = []
-    for part in _split_unescaped(text.lstrip("/") if sep == "/" else text, sep):
-        key, eq, value = part.strip().partition("=")
-        if not eq or not value.strip():
-            raise ValueError(f"DN component {part.strip()!r} is not KEY=value")
-        try:
-            oid = _DN_KEYWORDS.get(key.strip().upper()) or ObjectIdentifier(key.strip())
-        except ValueError:
-            raise ValueError(f"unknown DN attribute {key.strip()!r}") from None
-        attributes.append(x509.NameAttribute(oid, value.strip()))
-    return attributes
-
-
-def classify_identity(expected: str) -> tuple[int, bytes]:
-    """Classify a profile's remote.id like strongSwan: IP, @FQDN, email, DN, else FQDN.
-
-    Returns the IKE ID type and the ID data (a DN as DER, in the order written).
-    Raises ValueError for a DN that does not parse.
-    """
-    text = expected.strip()
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        pass
-    else:
-        kind = IdType.IPV4_ADDR if addr.version == 4 else IdType.IPV6_ADDR
-        return kind, addr.packed
-    if text.startswith("@"):
-        return IdType.FQDN, text.lstrip("@").encode()
-    if "@" in text:
-        return IdType.RFC822_ADDR, text.encode()
-    if "=" in text:
-        return IdType.DER_ASN1_DN, x509.Name(_parse_dn_string(text)).public_bytes()
-    return IdType.FQDN, text.encode()
-
-
 def check_identity(cert: x509.Certificate, expected: str) -> None:
     """Raise PeerNotTrusted unless the certificate carries the profile's remote.id."""
     try:
         id_type, id_data = classify_identity(expected)
-    except ValueError:
-        raise PeerNotTrusted(f"remote identity {expected!r} is not a valid DN") from None
+    except ValueError as exc:
+        raise PeerNotTrusted(f"remote identity {expected!r} is not valid: {exc}") from None
     candidates = [id_data]
     if id_type == IdType.DER_ASN1_DN:
         # Also accept the DN written in RFC 4514 order (last RDN first).
-        reverse = x509.Name(list(reversed(_parse_dn_string(expected.strip()))))
+        reverse = x509.Name(list(reversed(dn_from_der(id_data).rdns)))
         candidates.append(reverse.public_bytes())
     matched = any(identity_matches(cert, id_type, data) for data in candidates)
     if not matched:

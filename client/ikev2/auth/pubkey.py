@@ -1,8 +1,8 @@
 """Public-key AUTH payloads: RFC 7296 methods 1, 9, 10, 11 and RFC 7427 method 14.
 
 RFC 7427 AUTH data is a one-octet length, a DER AlgorithmIdentifier and the signature.
-The few AlgorithmIdentifiers we need are built from their OIDs with a tiny DER writer
-and recognised by exact match; only RSASSA-PSS parameters need a (minimal) DER walk.
+The few AlgorithmIdentifiers we need are built from their OIDs with the tiny DER writer
+of auth/der.py and recognised by exact match; only RSASSA-PSS parameters need a DER walk.
 """
 
 from collections.abc import Iterable
@@ -16,6 +16,16 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
+from client.ikev2.auth.der import (
+    INTEGER,
+    NULL,
+    OID,
+    SEQUENCE,
+    DerError,
+    read_all,
+    read_one,
+    tlv,
+)
 from client.ikev2.constants import AuthMethod, HashAlgorithm
 from client.ikev2.errors import LocalProtocolError, PeerNotTrusted, RemoteProtocolError
 
@@ -29,64 +39,14 @@ PublicKey = (
     rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 )
 
-# --- a tiny DER writer/reader -------------------------------------------------------
-
-_SEQ, _OID, _NULL, _INT = 0x30, 0x06, 0x05, 0x02
-
-
-def _tlv(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        return bytes((tag, n)) + content
-    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((tag, 0x80 | len(size))) + size + content
+# --- DER helpers -------------------------------------------------------------------
 
 
 def _alg_id(oid: bytes, params: bytes | None = None) -> bytes:
-    return _tlv(_SEQ, _tlv(_OID, oid) + (params if params is not None else b""))
+    return tlv(SEQUENCE, tlv(OID, oid) + (params if params is not None else b""))
 
 
-_DER_NULL = _tlv(_NULL, b"")
-
-
-class _DerError(Exception):
-    pass
-
-
-def _read_tlv(data: bytes, pos: int) -> tuple[int, bytes, int]:
-    """Read one definite-length TLV at pos; return (tag, content, next position)."""
-    if pos + 2 > len(data):
-        raise _DerError("truncated DER element")
-    tag, first = data[pos], data[pos + 1]
-    pos += 2
-    if first < 0x80:
-        length = first
-    else:
-        count = first & 0x7F
-        if count == 0 or count > 2 or pos + count > len(data):
-            raise _DerError("unsupported or truncated DER length")
-        length = int.from_bytes(data[pos : pos + count], "big")
-        if length < 0x80:
-            raise _DerError("non-minimal DER length")
-        pos += count
-    if pos + length > len(data):
-        raise _DerError("DER element runs past its container")
-    return tag, data[pos : pos + length], pos + length
-
-
-def _read_all(data: bytes) -> list[tuple[int, bytes]]:
-    items, pos = [], 0
-    while pos < len(data):
-        tag, content, pos = _read_tlv(data, pos)
-        items.append((tag, content))
-    return items
-
-
-def _read_one(data: bytes, tag: int) -> bytes:
-    got, content, end = _read_tlv(data, 0)
-    if got != tag or end != len(data):
-        raise _DerError(f"expected a single DER element with tag {tag:#x}")
-    return content
+_DER_NULL = tlv(NULL, b"")
 
 
 # --- OIDs (content octets) ----------------------------------------------------------
@@ -138,11 +98,11 @@ _ECDSA_OID_OF = {
 def rsa_pss_algorithm_identifier(hash_cls: type[hashes.HashAlgorithm]) -> bytes:
     """id-RSASSA-PSS with hash, MGF1 over the same hash, salt length = hash length."""
     hash_alg = _alg_id(_HASH_OID_OF[hash_cls], _DER_NULL)
-    params = _tlv(
-        _SEQ,
-        _tlv(0xA0, hash_alg)
-        + _tlv(0xA1, _alg_id(_OID_MGF1, hash_alg))
-        + _tlv(0xA2, _tlv(_INT, bytes((hash_cls.digest_size,)))),
+    params = tlv(
+        SEQUENCE,
+        tlv(0xA0, hash_alg)
+        + tlv(0xA1, _alg_id(_OID_MGF1, hash_alg))
+        + tlv(0xA2, tlv(INTEGER, bytes((hash_cls.digest_size,)))),
     )
     return _alg_id(_OID_RSASSA_PSS, params)
 
@@ -192,14 +152,14 @@ _CURVE_HASH: dict[str, HashAlgorithm] = {
 
 def _hash_alg_param(content: bytes) -> type[hashes.HashAlgorithm]:
     """A HashAlgorithm AlgorithmIdentifier (SEQUENCE body): OID with NULL or no params."""
-    items = _read_all(content)
-    if not items or items[0][0] != _OID or len(items) > 2:
-        raise _DerError("malformed hash AlgorithmIdentifier")
-    if len(items) == 2 and items[1] != (_NULL, b""):
-        raise _DerError("unexpected hash algorithm parameters")
+    items = read_all(content)
+    if not items or items[0][0] != OID or len(items) > 2:
+        raise DerError("malformed hash AlgorithmIdentifier")
+    if len(items) == 2 and items[1] != (NULL, b""):
+        raise DerError("unexpected hash algorithm parameters")
     hash_cls = _HASH_OIDS.get(items[0][1])
     if hash_cls is None:
-        raise _DerError("unsupported hash algorithm in RSASSA-PSS parameters")
+        raise DerError("unsupported hash algorithm in RSASSA-PSS parameters")
     return hash_cls
 
 
@@ -209,25 +169,25 @@ def _parse_pss_params(params: bytes) -> _Scheme:
     mgf_hash: type[hashes.HashAlgorithm] = hashes.SHA1
     salt = 20
     last = -1
-    for tag, content in _read_all(_read_one(params, _SEQ)):
+    for tag, content in read_all(read_one(params, SEQUENCE)):
         index = tag - 0xA0
         if not 0 <= index <= 3 or index <= last:
-            raise _DerError("unexpected field in RSASSA-PSS parameters")
+            raise DerError("unexpected field in RSASSA-PSS parameters")
         last = index
-        inner = _read_one(content, _SEQ if index < 2 else _INT)
+        inner = read_one(content, SEQUENCE if index < 2 else INTEGER)
         if index == 0:
             hash_cls = _hash_alg_param(inner)
         elif index == 1:
-            mgf = _read_all(inner)
-            if len(mgf) != 2 or mgf[0] != (_OID, _OID_MGF1) or mgf[1][0] != _SEQ:
-                raise _DerError("mask generation function is not MGF1")
+            mgf = read_all(inner)
+            if len(mgf) != 2 or mgf[0] != (OID, _OID_MGF1) or mgf[1][0] != SEQUENCE:
+                raise DerError("mask generation function is not MGF1")
             mgf_hash = _hash_alg_param(mgf[1][1])
         elif index == 2:
             if not inner or inner[0] & 0x80 or len(inner) > 2:
-                raise _DerError("invalid RSASSA-PSS salt length")
+                raise DerError("invalid RSASSA-PSS salt length")
             salt = int.from_bytes(inner, "big")
         elif inner != b"\x01":
-            raise _DerError("RSASSA-PSS trailer field must be 1")
+            raise DerError("RSASSA-PSS trailer field must be 1")
     return _Scheme("pss", hash_cls, mgf_hash, salt)
 
 
@@ -235,10 +195,10 @@ def _parse_algorithm_identifier(alg_id: bytes) -> _Scheme:
     fixed = _FIXED_SCHEMES.get(alg_id)
     if fixed is not None:
         return fixed
-    items = _read_all(_read_one(alg_id, _SEQ))
-    if len(items) == 2 and items[0] == (_OID, _OID_RSASSA_PSS):
-        return _parse_pss_params(_tlv(*items[1]))
-    raise _DerError("unsupported signature AlgorithmIdentifier")
+    items = read_all(read_one(alg_id, SEQUENCE))
+    if len(items) == 2 and items[0] == (OID, _OID_RSASSA_PSS):
+        return _parse_pss_params(tlv(*items[1]))
+    raise DerError("unsupported signature AlgorithmIdentifier")
 
 
 # --- SIGNATURE_HASH_ALGORITHMS notify -----------------------------------------------
@@ -398,7 +358,7 @@ def verify(public_key: PublicKey, method: int, auth_data: bytes, octets: bytes) 
             alg_len = auth_data[0]
             try:
                 scheme = _parse_algorithm_identifier(auth_data[1 : 1 + alg_len])
-            except _DerError as exc:
+            except DerError as exc:
                 raise _untrusted(str(exc)) from None
             _verify_scheme(public_key, scheme, auth_data[1 + alg_len :], octets)
         else:
