@@ -131,7 +131,10 @@ def _connect(args: argparse.Namespace) -> int:
     secrets = Secrets(password=secret)
     if profile.type in ("ikev2-cert", "ikev2-eap-tls"):
         secrets = Secrets(p12_passphrase=secret)
-    engine = Engine(profile, secrets, runtime_dir(), retransmit, progress=_progress)
+    engine = Engine(
+        profile, secrets, runtime_dir(), retransmit, progress=_progress,
+        error=lambda line: print(f"vpnclient: {line}", file=sys.stderr, flush=True),
+    )
     try:
         return asyncio.run(engine.run())
     except ConfigError as exc:

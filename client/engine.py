@@ -10,8 +10,10 @@ import asyncio
 import logging
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from ipaddress import ip_interface
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +92,15 @@ class Engine:
         secrets: Secrets,
         rdir: Path,
         retransmit: RetransmitPolicy | None = None,
-        progress=print,
+        progress: Callable[[str], None] = print,
+        error: Callable[[str], None] | None = None,
     ) -> None:
         self.profile = profile
         self.secrets = secrets
         self.rdir = rdir
         self.retransmit = retransmit or RetransmitPolicy()
         self.progress = progress
+        self.error = error or progress  # why the connection ended, when it failed
         self.loop: asyncio.AbstractEventLoop | None = None
         self.sa: IkeSA | None = None
         self.tunnel = _Tunnel()
@@ -162,10 +166,10 @@ class Engine:
         if closed.error is None:
             # The gateway ended the session (Delete): not what the user asked for.
             self.status.update(state="disconnected", last_error=closed.reason)
-            self.progress(f"disconnected: {closed.reason}")
+            self.error(f"disconnected: {closed.reason}")
             return EXIT_FAILURE
         self.status.update(state="failed", last_error=closed.reason)
-        self.progress(f"failed: {closed.reason}")
+        self.error(f"failed: {closed.reason}")
         return exit_code_for(closed.error)
 
     # -- one attempt against one gateway address ------------------------------------
@@ -336,7 +340,10 @@ class Engine:
         p = self.profile
         mtu = p.mtu or DEFAULT_MTU
         routes = list(p.split_subnets) or list(ev.remote_ts)
-        families = {a.version for a in ev.virtual_ips}
+        # Host addresses: what reaches the tunnel is decided by the routes, not by the
+        # prefix length the gateway happened to send with an IPv6 address.
+        vips = [ip_interface(a.ip) for a in ev.virtual_ips]
+        families = {a.version for a in vips}
         routes = [r for r in routes if r.version in families]
         dns = list(p.dns_servers) or list(ev.dns_servers)
         domains = list(p.dns_domains) or list(ev.dns_domains)
@@ -345,7 +352,7 @@ class Engine:
         t = self.tunnel
         t.tun = TunDevice.open(mtu=mtu)
         t.routes = RouteManager(t.tun.name, runtime_dir=self.rdir)
-        t.routes.apply(list(ev.virtual_ips), routes, list(p.split_excluded), mtu)
+        t.routes.apply(vips, routes, list(p.split_excluded), mtu)
         if dns:
             t.dns = DnsManager(self.rdir)
             t.dns.apply(dns, domains, t.tun.name)
@@ -364,7 +371,7 @@ class Engine:
         self.established = True
         self.status.update(
             state="connected", esp_proposal=ev.esp_proposal,
-            virtual_ips=[str(a.ip) for a in ev.virtual_ips], dns=[str(d) for d in dns],
+            virtual_ips=[str(a.ip) for a in vips], dns=[str(d) for d in dns],
             routes=[str(r) for r in routes], established_at=datetime.now(UTC).isoformat(),
         )
         self.progress(

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.lab.checks import wait_no_client_processes
+from tests.lab.checks import runtime_leftovers, wait_no_client_processes
 
 pytestmark = pytest.mark.interop
 
@@ -26,6 +26,7 @@ def assert_failed_cleanly(lab, client, expected: int, timeout: float = 30.0) -> 
     assert code == expected, f"exit code {code}, expected {expected}\n{client.log_tail()}"
     assert wait_no_client_processes(lab) == [], "vpnclient processes left behind"
     assert lab.leftovers() == [], client.log_tail()
+    assert runtime_leftovers(client) == []
     return elapsed
 
 
@@ -49,3 +50,41 @@ def test_gateway_not_answering(clean_lab, new_client) -> None:
     elapsed = assert_failed_cleanly(clean_lab, client, EXIT_UNREACHABLE,
                                     timeout=UNREACHABLE_BUDGET)
     assert elapsed < UNREACHABLE_BUDGET
+
+
+EXIT_USAGE = 2
+# (what is wrong, key the message must name, the profile change)
+BAD_PROFILES = {
+    "unknown-type": ("type", {"type": "ikev2-telepathy"}),
+    "mtu-out-of-range": ("mtu", {"mtu": 9000}),
+    "no-remote-addr": ("remote.addr", {"remote": {"id": "vpn.example.com"}}),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PROFILES))
+def test_invalid_profile(clean_lab, new_client, case: str) -> None:
+    key, change = BAD_PROFILES[case]
+    lab = clean_lab
+    path = lab.profile("eap-mschapv2", **change)
+    client = new_client()
+    proc = client.run("connect", str(path), "--password-stdin",
+                      input=lab.secret("eap-mschapv2") + "\n")
+    assert proc.returncode == EXIT_USAGE, (proc.returncode, proc.stdout, proc.stderr)
+    assert f"{key}:" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert wait_no_client_processes(clean_lab) == []
+    assert clean_lab.leftovers() == []
+    assert runtime_leftovers(client) == []
+    assert not lab.gateway.sas_for("eap-mschapv2")  # it never got as far as the gateway
+
+
+def test_disconnect_when_not_connected(clean_lab, new_client) -> None:
+    client = new_client()
+    status = client.status()
+    assert status is not None and status["state"] == "disconnected", status
+    proc = client.run("disconnect")
+    assert proc.returncode != 0, (proc.stdout, proc.stderr)
+    assert proc.stderr.strip(), "no message on stderr"
+    assert "not connected" in proc.stderr.lower(), proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert clean_lab.leftovers() == []

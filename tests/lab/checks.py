@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import time
 
-from tests.lab.gateway import POOL4
+from tests.lab.gateway import POOL4, POOL6
 from tests.lab.topology import Lab
 from tests.lab.vpnclient import VpnClient
 
@@ -21,14 +21,15 @@ def check_status(status: dict, gateway_addr: str) -> list[str]:
     if not isinstance(vips, list) or not vips:
         problems.append(f"virtual_ips is {vips!r}")
     else:
-        pool = ipaddress.ip_network(POOL4)
+        pools = [ipaddress.ip_network(POOL4), ipaddress.ip_network(POOL6)]
         for vip in vips:
             try:
-                inside = ipaddress.ip_address(str(vip).split("/")[0]) in pool
+                addr = ipaddress.ip_address(str(vip).split("/")[0])
+                inside = any(addr in pool for pool in pools)
             except ValueError:
                 inside = False
             if not inside:
-                problems.append(f"virtual IP {vip!r} not in {POOL4}")
+                problems.append(f"virtual IP {vip!r} not in {POOL4} or {POOL6}")
     for key in ("ike_proposal", "esp_proposal"):
         if not isinstance(status.get(key), str) or not status[key]:
             problems.append(f"{key} is {status.get(key)!r}")
@@ -74,4 +75,13 @@ def disconnect_cleanly(lab: Lab, client: VpnClient, conn: str, log_offset: int) 
     if pids:
         problems.append(f"processes left in the client namespace: {pids}")
     problems += lab.leftovers()
+    problems += runtime_leftovers(client)
     return problems
+
+
+def runtime_leftovers(client: VpnClient) -> list[str]:
+    """Files a client that ended cleanly still has in its runtime dir (control socket,
+    crash journal, DNS backup): each would mean an unfinished teardown."""
+    if not client.runtime_dir.exists():
+        return []
+    return [f"left in the runtime dir: {p.name}" for p in sorted(client.runtime_dir.iterdir())]

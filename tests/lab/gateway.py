@@ -19,10 +19,16 @@ PSK_CLIENT_ID = "alice@example.com"
 PSK = "lab-pre-shared-key-0123456789"
 
 POOL4 = "198.19.0.0/24"
+POOL6 = "2001:db8:ffff::/112"
 POOL_DNS = "198.18.0.53"
 LAN_TS = "198.18.0.0/16"
 LAN_HOST = "198.18.0.1"
+LAN6_TS = "2001:db8:1::/64"
+LAN6_HOST = "2001:db8:1::1"
 UNREACHABLE_ADDR = "192.0.2.9"  # on the gateway, but every packet to it is dropped
+# Not on the client's link: only its default route reaches it, which a full tunnel takes
+# over, so only the client's fwmark keeps IKE/ESP to it outside the tunnel.
+OFFLINK_ADDR = "198.51.100.1"
 
 # Everything the proposal matrix needs, then strongSwan's defaults.
 IKE_PROPOSALS = (
@@ -39,6 +45,9 @@ class Scenario:
     remote_auth: str  # what the gateway demands of the client
     gateway_cert: str | None  # attribute of TestPKI; None for PSK
     gateway_id: str = GATEWAY_ID
+    pools: str = "pool4"
+    local_ts: str = LAN_TS
+    dpd_delay: str = "30"
 
     @property
     def conn_name(self) -> str:
@@ -54,6 +63,14 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("psk", "192.0.2.4", "psk", None),
         Scenario("evil-ca", "192.0.2.5", "eap-mschapv2", "evil_gateway"),
         Scenario("wrong-id", "192.0.2.6", "eap-mschapv2", "gateway_other", "%any"),
+        # IPv6 inside the tunnel: a virtual IP of each family, a LAN of each family.
+        Scenario("ipv6", "192.0.2.7", "eap-mschapv2", "gateway", pools="pool4, pool6",
+                 local_ts=f"{LAN_TS}, {LAN6_TS}"),
+        # Full tunnel (everything into the tunnel), DPD every second.
+        Scenario("full", OFFLINK_ADDR, "eap-mschapv2", "gateway", pools="pool4, pool6",
+                 local_ts="0.0.0.0/0, ::/0", dpd_delay="1s"),
+        # Liveness checks from the gateway every second.
+        Scenario("dpd", "192.0.2.10", "eap-mschapv2", "gateway", dpd_delay="1s"),
     )
 }
 GATEWAY_ADDRS = tuple(s.addr for s in SCENARIOS.values())
@@ -79,10 +96,10 @@ def _connection(s: Scenario) -> str:
         version = 2
         local_addrs = {s.addr}
         proposals = {IKE_PROPOSALS}
-        pools = pool4
+        pools = {s.pools}
         unique = never
         send_cert = always
-        dpd_delay = 30
+        dpd_delay = {s.dpd_delay}
         local {{
 {local}
         }}
@@ -91,7 +108,7 @@ def _connection(s: Scenario) -> str:
         }}
         children {{
             lan {{
-                local_ts = {LAN_TS}
+                local_ts = {s.local_ts}
                 esp_proposals = {ESP_PROPOSALS}
                 dpd_action = clear
             }}
@@ -109,6 +126,9 @@ pools {{
     pool4 {{
         addrs = {POOL4}
         dns = {POOL_DNS}
+    }}
+    pool6 {{
+        addrs = {POOL6}
     }}
 }}
 

@@ -1,13 +1,15 @@
 """The interop lab: a client namespace, a gateway namespace, the protected LAN.
 
-    CLIENT  eth0 192.0.2.100/24 ----veth---- eth0 192.0.2.1-.6,.9/24  GW
-            default via 192.0.2.1                 lo 198.18.0.1, 198.18.0.53 (the LAN)
+    CLIENT  eth0 192.0.2.100/24 ----veth---- eth0 192.0.2.1-.7,.9,.10/24  GW
+            default via 192.0.2.1                      198.51.100.1/24 (off the client's link)
+                                                  lo 198.18.0.1, 198.18.0.53, 2001:db8:1::1
+                                                     (the LAN)
                                                   charon + kernel-libipsec (ipsec0)
                                                   TCP sink on 198.18.0.1:5001
 
-The gateway drops anything for 198.18.0.0/15 that arrives in clear on eth0, so a reply
-from the LAN proves the packet went through the tunnel, and it drops everything sent to
-192.0.2.9 (a gateway that never answers).
+The gateway drops anything for the LAN (198.18.0.0/15, 2001:db8:1::/64) that arrives in
+clear on eth0, so a reply from the LAN proves the packet went through the tunnel, and it
+drops everything sent to 192.0.2.9 (a gateway that never answers).
 """
 
 from __future__ import annotations
@@ -20,11 +22,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.lab.charon import strongswan_available
-from tests.lab.gateway import GATEWAY_ADDRS, LAN_HOST, POOL_DNS, UNREACHABLE_ADDR, StrongSwanGateway
+from tests.lab.gateway import (
+    GATEWAY_ADDRS,
+    LAN6_HOST,
+    LAN6_TS,
+    LAN_HOST,
+    POOL_DNS,
+    UNREACHABLE_ADDR,
+    StrongSwanGateway,
+)
 from tests.lab.netns import Namespace, add_veth
 from tests.lab.pki import TestPKI
 from tests.lab.profiles import make_profile, secret_for, write_profile
@@ -99,7 +110,8 @@ class NsState:
     links: set[str] = field(default_factory=set)
     rules: set[str] = field(default_factory=set)
     routes: set[str] = field(default_factory=set)
-    resolv_conf: str = ""
+    resolv_conf: bytes = b""  # byte for byte: a restore must not even change line ends
+    resolv_conf_mode: int | None = None
     firewall: set[str] = field(default_factory=set)
     raw: dict[str, str] = field(default_factory=dict)  # to restore from
 
@@ -114,13 +126,15 @@ def snapshot(ns: Namespace) -> NsState:
     for line in _lines(ns, ["ip", "-o", "link", "show"]):
         state.links.add(line.split(":")[1].strip().split("@")[0])
     for fam in ("-4", "-6"):
-        state.rules.update(f"{fam} {r}" for r in _lines(ns, ["ip", fam, "rule", "show"]))
+        state.rules.update(_numbered(f"{fam} {r}" for r in _lines(ns, ["ip", fam, "rule", "show"])))
         state.routes.update(
             f"{fam} {r}"
             for r in _lines(ns, ["ip", fam, "route", "show", "table", "all"])
             if " cache" not in r and not r.startswith("multicast")
         )
-    state.resolv_conf = ns.resolv_conf.read_text() if ns.resolv_conf.exists() else ""
+    if ns.resolv_conf.exists():
+        state.resolv_conf = ns.resolv_conf.read_bytes()
+        state.resolv_conf_mode = ns.resolv_conf.stat().st_mode & 0o7777
     for tool, argv in FIREWALL_DUMPS:
         if shutil.which(argv[0]) is None:
             continue
@@ -142,7 +156,21 @@ def diff_states(before: NsState, after: NsState) -> list[str]:
         found += [f"{label} removed: {x}" for x in sorted(old - new)]
     if before.resolv_conf != after.resolv_conf:
         found.append(f"resolv.conf changed: {after.resolv_conf!r}")
+    if before.resolv_conf_mode != after.resolv_conf_mode:
+        found.append(f"resolv.conf mode changed: {before.resolv_conf_mode!r} -> "
+                     f"{after.resolv_conf_mode!r}")
     return found
+
+
+def _numbered(lines) -> list[str]:
+    """Lines as a set can hold them: a repeated line (e.g. a policy rule added twice)
+    gets a " #2", " #3" suffix so that a duplicate shows up in a diff."""
+    seen: Counter[str] = Counter()
+    out = []
+    for line in lines:
+        seen[line] += 1
+        out.append(line if seen[line] == 1 else f"{line} #{seen[line]}")
+    return out
 
 
 def leftovers(ns: Namespace, baseline: NsState) -> list[str]:
@@ -157,14 +185,16 @@ def restore(ns: Namespace, baseline: NsState) -> None:
         ns.ip("link", "del", link, check=False)
     now = snapshot(ns)
     for rule in now.rules - baseline.rules:
-        fam, spec = rule.split(" ", 1)
+        fam, spec = rule.split(" #")[0].split(" ", 1)
         pref = spec.split(":", 1)[0]
         ns.run(["ip", fam, "rule", "del", "pref", pref], check=False)
     for route in now.routes - baseline.routes:
         fam, spec = route.split(" ", 1)
         ns.run(["ip", fam, "route", "del", *spec.split()], check=False)
     if now.resolv_conf != baseline.resolv_conf:
-        ns.resolv_conf.write_text(baseline.resolv_conf)
+        ns.resolv_conf.write_bytes(baseline.resolv_conf)
+    if baseline.resolv_conf_mode is not None and now.resolv_conf_mode != baseline.resolv_conf_mode:
+        ns.resolv_conf.chmod(baseline.resolv_conf_mode)
     if now.firewall != baseline.firewall:
         if "nft" in baseline.raw:
             ns.run(["nft", "flush", "ruleset"], check=False)
@@ -223,8 +253,11 @@ class Lab:
             self.gw_ns.add_addr(GW_IF, f"{addr}/24")
         for addr in (LAN_HOST, POOL_DNS):
             self.gw_ns.add_addr("lo", f"{addr}/32")
+        self.gw_ns.add_addr("lo", f"{LAN6_HOST}/128")
         ipt = ["iptables", "-w", "-A", "INPUT"]
         self.gw_ns.run([*ipt, "-i", GW_IF, "-d", "198.18.0.0/15", "-j", "DROP"])
+        self.gw_ns.run(["ip6tables", "-w", "-A", "INPUT", "-i", GW_IF, "-d", LAN6_TS,
+                        "-j", "DROP"])
         self.gw_ns.run([*ipt, "-d", UNREACHABLE_ADDR, "-j", "DROP"])
         self.sink = self.gw_ns.popen(
             [sys.executable, "-m", "tests.lab.services", "sink", "--host", LAN_HOST,
@@ -285,12 +318,34 @@ class Lab:
     def ping(
         self, dest: str = LAN_HOST, count: int = 3, interval: float = 0.2, wait: float = 2.0,
     ) -> PingResult:
+        family = "-6" if ":" in dest else "-4"
         proc = self.client_ns.run(
-            ["ping", "-n", "-c", str(count), "-i", str(interval), "-W", str(wait), dest],
+            ["ping", family, "-n", "-c", str(count), "-i", str(interval), "-W", str(wait), dest],
             check=False, timeout=count * (interval + wait) + 10,
         )
         received = len(re.findall(rf"bytes from {re.escape(dest)}", proc.stdout))
         return PingResult(received > 0, received, proc.stdout + proc.stderr)
+
+    def route_get(self, dest: str, mark: int | None = None) -> dict[str, str]:
+        """`ip route get DEST [mark M]` in the client namespace: {"dev", "via", "src", ...}
+        (an "error" key instead when the kernel has no route)."""
+        argv = ["ip", "route", "get", dest]
+        if mark is not None:
+            argv += ["mark", hex(mark)]
+        proc = self.client_ns.run(argv, check=False)
+        if proc.returncode != 0:
+            return {"error": (proc.stderr or proc.stdout).strip()}
+        words = proc.stdout.split()
+        result = {"line": proc.stdout.strip()}
+        for key in ("dev", "via", "src", "table"):
+            if key in words[:-1]:
+                result[key] = words[words.index(key) + 1]
+        return result
+
+    def new_links(self) -> list[str]:
+        """Network devices in the client namespace that were not there at setup."""
+        assert self.baseline is not None
+        return sorted(snapshot(self.client_ns).links - self.baseline.links)
 
     def transfer(self, nbytes: int = 20_000_000, timeout: float = 120.0) -> dict:
         """Send nbytes to the LAN sink from the client namespace; sha256 both ways."""

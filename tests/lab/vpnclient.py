@@ -38,6 +38,7 @@ class VpnClient:
         self.config_dir = self.dir / "config"
         self.runtime_dir = self.dir / "run"
         self.log_path = self.dir / "client.log"
+        self.stderr_path = self.dir / "client.stderr"  # only with separate_stderr
         for d in (self.config_dir, self.runtime_dir):
             d.mkdir(parents=True, exist_ok=True)
             d.chmod(0o700)
@@ -58,17 +59,25 @@ class VpnClient:
 
     # -- connect / disconnect ------------------------------------------------------
     def start_connect(self, profile: Path | str, secret: str | None,
-                      extra_args: tuple[str, ...] = ()) -> subprocess.Popen:
-        """Start `vpnclient connect PROFILE --password-stdin -v -v` (foreground, root)."""
-        argv = [*client_command(), "connect", str(profile), "-v", "-v", *extra_args]
+                      extra_args: tuple[str, ...] = (), verbose: int = 2,
+                      separate_stderr: bool = False) -> subprocess.Popen:
+        """Start `vpnclient connect PROFILE --password-stdin -v -v` (foreground, root).
+
+        With separate_stderr, standard error goes to `stderr_path` (and standard output
+        to the log), so a test can check what the contract says is on stderr.
+        """
+        argv = [*client_command(), "connect", str(profile), *(["-v"] * verbose), *extra_args]
         if secret is not None:
             argv.append("--password-stdin")
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        err = open(self.stderr_path, "ab") if separate_stderr else None  # noqa: SIM115
         try:
             self.proc = self.ns.popen(argv, stdin=subprocess.PIPE, stdout=log,
-                                      stderr=subprocess.STDOUT, env=self.env())
+                                      stderr=err or subprocess.STDOUT, env=self.env())
         finally:
             log.close()
+            if err is not None:
+                err.close()
         assert self.proc.stdin is not None
         try:
             if secret is not None:
@@ -122,6 +131,11 @@ class VpnClient:
         proc = self.run("disconnect", timeout=timeout)
         return proc, self.wait_exit(timeout)
 
+    def send_signal(self, sig: int) -> None:
+        """Signal the connect process itself (`ip netns exec` execs into it)."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
     def kill(self) -> None:
         """Last resort cleanup: SIGTERM, then SIGKILL the connect process group."""
         if self.proc is None or self.proc.poll() is not None:
@@ -136,6 +150,13 @@ class VpnClient:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def stderr_text(self) -> str:
+        if not self.stderr_path.exists():
+            return ""
+        return self.stderr_path.read_text(errors="replace")
+
     def log_tail(self, chars: int = 6000) -> str:
-        text = self.log_text()
-        return f"--- client log ({self.log_path}) ---\n{text[-chars:]}"
+        text = f"--- client log ({self.log_path}) ---\n{self.log_text()[-chars:]}"
+        if self.stderr_path.exists():
+            text += f"\n--- client stderr ---\n{self.stderr_text()[-chars:]}"
+        return text

@@ -4,7 +4,7 @@ joined by a real UDP socket pair; ping crosses the ESP tunnel both ways."""
 import asyncio
 
 import pytest
-from test_netconf import netns, run_in
+from tests.unit.test_netconf import netns, run_in
 
 from client.dataplane import DataPlane
 from client.esp.sa import EspInbound, EspOutbound
