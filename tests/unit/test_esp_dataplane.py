@@ -4,11 +4,11 @@ joined by a real UDP socket pair; ping crosses the ESP tunnel both ways."""
 import asyncio
 
 import pytest
-from tests.unit.test_netconf import netns, run_in
 
 from client.dataplane import DataPlane
 from client.esp.sa import EspInbound, EspOutbound
 from client.ikev2.constants import EncrId, IntegId
+from tests.unit.test_netconf import netns, run_in
 
 E2E = """
 import asyncio, socket
