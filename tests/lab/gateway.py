@@ -48,6 +48,7 @@ class Scenario:
     pools: str = "pool4"
     local_ts: str = LAN_TS
     dpd_delay: str = "30"
+    local_auth: str = "pubkey"  # "eap": EAP-only (RFC 5998), the gateway shows no certificate
 
     @property
     def conn_name(self) -> str:
@@ -69,6 +70,8 @@ SCENARIOS: dict[str, Scenario] = {
         # Full tunnel (everything into the tunnel), DPD every second.
         Scenario("full", OFFLINK_ADDR, "eap-mschapv2", "gateway", pools="pool4, pool6",
                  local_ts="0.0.0.0/0, ::/0", dpd_delay="1s"),
+        # EAP-only (RFC 5998): the gateway proves itself by mutual EAP-MSCHAPv2 only.
+        Scenario("eap-only", "192.0.2.11", "eap-mschapv2", None, local_auth="eap"),
         # Liveness checks from the gateway every second.
         Scenario("dpd", "192.0.2.10", "eap-mschapv2", "gateway", dpd_delay="1s"),
     )
@@ -79,6 +82,9 @@ GATEWAY_ADDRS = tuple(s.addr for s in SCENARIOS.values())
 def _connection(s: Scenario) -> str:
     if s.remote_auth == "psk":
         local = f"""            auth = psk
+            id = {s.gateway_id}"""
+    elif s.local_auth == "eap":
+        local = f"""            auth = eap
             id = {s.gateway_id}"""
     else:
         local = f"""            auth = pubkey

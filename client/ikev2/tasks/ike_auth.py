@@ -90,7 +90,10 @@ class IkeAuth(Task):
                 )
                 msg.payloads.append(AuthPayload(method, data))
             msg.payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
-            if cfg.auth_method == "eap" and cfg.eap_only:
+            if cfg.auth_method == "eap":
+                # Announced even without the profile's opt-in (as strongSwan's client does),
+                # so that an EAP-only gateway shows its hand and we can refuse it with the
+                # true reason instead of its generic AUTHENTICATION_FAILED.
                 msg.payloads.append(NotifyPayload(NotifyType.EAP_ONLY_AUTHENTICATION))
             return
         if self.pending_eap is not None:
