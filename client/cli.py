@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 
-EXIT_FAILURE, EXIT_USAGE = 1, 2
+EXIT_FAILURE, EXIT_USAGE, EXIT_AUTH = 1, 2, 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,9 +25,38 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("profile", metavar="PROFILE_OR_FILE")
     c.add_argument("--password-stdin", action="store_true",
                    help="read the EAP password, PSK or PKCS#12 passphrase from standard input")
+    i = sub.add_parser("import", parents=[common],
+                       help="store a .vpnprofile, .sswan or .mobileconfig (secrets: keyring)")
+    i.add_argument("file", metavar="FILE")
+    i.add_argument("--json", action="store_true", help="the result as JSON")
+    ls = sub.add_parser("list", parents=[common], help="the stored profiles")
+    ls.add_argument("--json", action="store_true")
+    sh = sub.add_parser("show", parents=[common], help="one stored profile, secrets masked")
+    sh.add_argument("profile", metavar="PROFILE", help="name or uuid")
+    sh.add_argument("--json", action="store_true")
+    rm = sub.add_parser("remove", parents=[common],
+                        help="delete a stored profile and its keyring entries")
+    rm.add_argument("profile", metavar="PROFILE", help="name or uuid")
+    pw = sub.add_parser("password", parents=[common],
+                        help="store or forget a profile's secret in the keyring")
+    pw_sub = pw.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for action, text in (("set", "store the password, PSK or PKCS#12 passphrase"),
+                         ("clear", "forget the profile's secrets")):
+        a = pw_sub.add_parser(action, parents=[common], help=text)
+        a.add_argument("profile", metavar="PROFILE", help="name or uuid")
+        a.add_argument("--p12", action="store_true",
+                       help="the PKCS#12 passphrase (default: the password or PSK, or the "
+                            "passphrase of a profile that has no password)")
+        if action == "set":
+            a.add_argument("--password-stdin", action="store_true",
+                           help="read it from standard input instead of a prompt")
     s = sub.add_parser("status", parents=[common], help="state of the connection")
     s.add_argument("--json", action="store_true")
     sub.add_parser("disconnect", parents=[common], help="end the connection")
+    d = sub.add_parser("daemon", parents=[common],
+                       help="the privileged service for the tray app and non-root users")
+    d.add_argument("--group", default=None,
+                   help="members of this group may use it (default: vpnclient)")
     return p
 
 
@@ -37,10 +65,14 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     if args.command == "connect":
         return _connect(args)
-    if args.command == "status":
-        return _status(args)
-    if args.command == "disconnect":
-        return _disconnect(args)
+    if args.command in ("import", "list", "show", "remove", "password"):
+        from . import profile_commands
+
+        return getattr(profile_commands, f"cmd_{args.command}")(args)
+    if args.command in ("status", "disconnect", "daemon"):
+        from . import daemon_client
+
+        return getattr(daemon_client, f"cli_{args.command}")(args)
     _parser().print_help()
     return EXIT_USAGE
 
@@ -57,45 +89,15 @@ def _progress(line: str) -> None:
     print(line, flush=True)
 
 
-def _read_secret(args: argparse.Namespace, prompt: str) -> str | None:
-    if args.password_stdin:
-        line = sys.stdin.readline()
-        return line.rstrip("\r\n")
-    if sys.stdin.isatty():
-        import getpass
-
-        return getpass.getpass(prompt)
-    return None
-
-
 def _find_profile(ref: str):
-    from .profile import ProfileError, load_profile_file
+    """(profile, stored): a path to a profile file, else a stored name or uuid."""
+    from .profile import load_profile_file
+    from .store import ProfileStore
 
     path = Path(ref)
     if path.is_file():
-        return load_profile_file(path)
-    store = _config_dir()
-    if store.is_dir():
-        for f in sorted(store.iterdir()):
-            if not f.is_file():
-                continue
-            try:
-                prof = load_profile_file(f)
-            except (ProfileError, OSError):
-                continue
-            if ref in (prof.uuid, prof.name):
-                return prof
-    raise ProfileError("profile", f"no profile file or stored profile named '{ref}'")
-
-
-def _config_dir() -> Path:
-    env = os.environ.get("VPNCLIENT_CONFIG_DIR")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/etc/vpnclient")
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "vpnclient"
+        return load_profile_file(path), False
+    return ProfileStore().find(ref), True
 
 
 def _connect(args: argparse.Namespace) -> int:
@@ -103,85 +105,57 @@ def _connect(args: argparse.Namespace) -> int:
 
     from .config import ConfigError
     from .control import runtime_dir
+    from .credentials import Kind
     from .engine import Engine, Secrets
     from .ikev2.task_manager import RetransmitPolicy
     from .profile import ProfileError
+    from .profile_commands import gather_secrets
 
     try:
-        profile = _find_profile(args.profile)
+        profile, stored = _find_profile(args.profile)
     except ProfileError as exc:
         print(f"vpnclient: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if os.geteuid() != 0:
-        print("vpnclient: connect needs root (the daemon comes later)", file=sys.stderr)
-        return EXIT_FAILURE
+    from . import daemon_client
+
+    if daemon_client.use_daemon():  # always for users; for root when a daemon answers
+        return daemon_client.cli_connect(args)
     try:
         retransmit = RetransmitPolicy.parse(os.environ.get("VPNCLIENT_RETRANSMIT", ""))
     except ValueError as exc:
         print(f"vpnclient: VPNCLIENT_RETRANSMIT: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    prompt = {
-        "ikev2-psk": "Pre-shared key: ",
-        "ikev2-cert": "PKCS#12 passphrase: ",
-    }.get(profile.type, f"Password for {profile.eap_id or 'the VPN'}: ")
-    if profile.shared_secret is not None and not args.password_stdin:
-        secret: str | None = profile.shared_secret
-    else:
-        secret = _read_secret(args, prompt)
-    secrets = Secrets(password=secret)
-    if profile.type in ("ikev2-cert", "ikev2-eap-tls"):
-        secrets = Secrets(p12_passphrase=secret)
+    gathered = gather_secrets(profile, stored, args.password_stdin)
+    profile = gathered.profile
+    secrets = Secrets(password=gathered.values.get(Kind.PASSWORD),
+                      p12_passphrase=gathered.values.get(Kind.P12))
+    remembered = False
+
+    def progress(line: str) -> None:
+        nonlocal remembered
+        _progress(line)
+        # Remember what was typed only once the gateway has accepted it.
+        if gathered.remember is not None and not remembered and engine.established:
+            remembered = True
+            gathered.remember()
+
     engine = Engine(
-        profile, secrets, runtime_dir(), retransmit, progress=_progress,
+        profile, secrets, runtime_dir(), retransmit, progress=progress,
         error=lambda line: print(f"vpnclient: {line}", file=sys.stderr, flush=True),
     )
     try:
-        return asyncio.run(engine.run())
+        code = asyncio.run(engine.run())
     except ConfigError as exc:
         print(f"vpnclient: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except RuntimeError as exc:
         print(f"vpnclient: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-
-
-def _status(args: argparse.Namespace) -> int:
-    from .control import request
-
-    try:
-        reply = request("status")
-        status = reply["status"]
-    except (OSError, ValueError, KeyError):
-        status = {"state": "disconnected"}
-    if args.json:
-        print(json.dumps(status, indent=2))
-        return 0
-    print(f"state: {status['state']}")
-    for key in ("profile", "gateway", "local_address", "virtual_ips", "dns", "routes",
-                "ike_proposal", "esp_proposal", "established_at", "bytes_in", "bytes_out",
-                "last_error"):
-        if key in status and status[key] not in (None, [], ""):
-            value = status[key]
-            print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
-    return 0
-
-
-def _disconnect(args: argparse.Namespace) -> int:
-    import time
-
-    from .control import request, socket_path
-
-    try:
-        request("disconnect")
-    except (OSError, ValueError):
-        print("vpnclient: not connected", file=sys.stderr)
-        return EXIT_FAILURE
-    # Return once the engine has deleted the SAs and restored the machine, so that a
-    # script can rely on it; the engine removes its socket last.
-    deadline = time.monotonic() + 15
-    while socket_path().exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return 0
+    if code == EXIT_AUTH and gathered.from_keyring:
+        what = " and ".join(k.label for k in gathered.from_keyring)
+        print(f"vpnclient: the gateway rejected the {what} from the keyring; change it "
+              f"with `vpnclient password set {profile.uuid}`", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

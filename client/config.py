@@ -11,9 +11,6 @@ from .ikev2.ike_sa import IkeConfig
 from .ikev2.task_manager import RetransmitPolicy
 from .profile import Profile
 
-EAP_TYPES = {"ikev2-eap", "ikev2-cert-eap"}
-CERT_TYPES = {"ikev2-cert", "ikev2-cert-eap"}
-
 
 class ConfigError(ValueError):
     """The profile or the given secrets cannot make a connection (CLI exit code 2)."""
@@ -37,11 +34,6 @@ def build_ike_config(
     profile: Profile, secrets, local_ip: str, retransmit: RetransmitPolicy
 ) -> IkeConfig:
     ptype = profile.type
-    if ptype == "ikev2-eap-tls":
-        raise ConfigError("type: ikev2-eap-tls is not supported yet")
-    if ptype == "ikev2-cert-eap":
-        raise ConfigError("type: ikev2-cert-eap is not supported yet")
-
     pinned = bool(profile.remote_certs)
     if pinned:
         anchors = [c for der in profile.remote_certs for c in keys.load_certificates(der)]
@@ -61,35 +53,62 @@ def build_ike_config(
         rsa_pss=profile.rsa_pss,
         mobike=profile.mobike,
         retransmit=retransmit,
+        ike_lifetime=profile.lifetimes["ike"],
+        child_lifetime=profile.lifetimes["child"],
+        dpd=profile.dpd,
     )
     if profile.split_subnets:
         cfg.remote_ts = list(profile.split_subnets)
 
-    if ptype in EAP_TYPES:
-        if not profile.eap_id:
-            raise ConfigError("local.eap_id: missing (the EAP username)")
-        if secrets.password is None:
-            raise ConfigError("password: none given (use --password-stdin or a terminal)")
-        cfg.eap_identity = profile.eap_id
-        cfg.eap_password = secrets.password
+    if ptype == "ikev2-eap":
+        _eap_password(cfg, profile, secrets)
         cfg.local_id = profile.local_id or profile.eap_id
-        cfg.eap_methods = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE)
         cfg.eap_only = profile.eap_only
     elif ptype == "ikev2-psk":
         if not secrets.password:
             raise ConfigError("local.shared_secret: no pre-shared key given")
         cfg.auth_method = "psk"
         cfg.psk = secrets.password.encode()
-    elif ptype in CERT_TYPES:
-        if profile.p12 is None:
-            raise ConfigError("local.p12: missing (the client certificate)")
-        try:
-            key, cert, chain = keys.load_pkcs12(profile.p12, secrets.p12_passphrase)
-        except ValueError as exc:
-            raise ConfigError(f"local.p12: {exc}") from None
+    elif ptype == "ikev2-cert":
+        _certificate(cfg, profile, secrets)
         cfg.auth_method = "pubkey"
-        cfg.private_key, cfg.certificate, cfg.cert_chain = key, cert, chain
-        cfg.local_id = profile.local_id or default_cert_identity(cert)
+    elif ptype == "ikev2-eap-tls":
+        cert_id = _certificate(cfg, profile, secrets)
+        # The gateway's EAP-TLS server looks for the EAP identity in our certificate.
+        cfg.eap_identity = profile.eap_id or cert_id
+        cfg.eap_methods = (EapType.TLS,)
+        cfg.eap_only = profile.eap_only
+    elif ptype == "ikev2-cert-eap":
+        # RFC 4739: the certificate round first, then EAP as local.eap_id.
+        _certificate(cfg, profile, secrets)
+        _eap_password(cfg, profile, secrets)
+        cfg.auth_method = "pubkey"
+        cfg.auth_rounds = ("pubkey", "eap")
+        cfg.eap_methods = (EapType.MSCHAPV2, EapType.TLS, EapType.MD5_CHALLENGE)
     else:
         raise ConfigError(f"type: unknown type '{ptype}'")
     return cfg
+
+
+def _eap_password(cfg: IkeConfig, profile: Profile, secrets) -> None:
+    if not profile.eap_id:
+        raise ConfigError("local.eap_id: missing (the EAP username)")
+    if secrets.password is None:
+        raise ConfigError("password: none given (use --password-stdin or a terminal)")
+    cfg.eap_identity = profile.eap_id
+    cfg.eap_password = secrets.password
+    cfg.eap_methods = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE)
+
+
+def _certificate(cfg: IkeConfig, profile: Profile, secrets) -> str:
+    """Load local.p12 into cfg; returns the identity the certificate proves."""
+    if profile.p12 is None:
+        raise ConfigError("local.p12: missing (the client certificate)")
+    try:
+        key, cert, chain = keys.load_pkcs12(profile.p12, secrets.p12_passphrase)
+    except ValueError as exc:
+        raise ConfigError(f"local.p12: {exc}") from None
+    cfg.private_key, cfg.certificate, cfg.cert_chain = key, cert, chain
+    cert_id = default_cert_identity(cert)
+    cfg.local_id = profile.local_id or cert_id
+    return cert_id

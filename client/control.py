@@ -1,30 +1,80 @@
-"""The local control protocol: versioned JSON lines over a UNIX socket.
+"""The local control protocol: versioned JSON lines over a UNIX stream socket.
 
-Request:  {"version": 1, "command": "status" | "disconnect"}
-Response: {"version": 1, "ok": true, ...} or {"version": 1, "ok": false, "error": "...", "code": N}
+Every message is one JSON object on one line and carries `"version": 1`.
 
-The foreground engine serves it at $VPNCLIENT_RUNTIME_DIR/control.sock so that
-`vpnclient status` and `vpnclient disconnect` reach it; the daemon will speak the same.
+Requests (client -> server), with an optional `id` that the response echoes:
+
+    {"version": 1, "id": 7, "command": "status"}
+    {"version": 1, "id": 8, "command": "subscribe"}
+    {"version": 1, "id": 9, "command": "connect", "profile": {...}, "secrets": {...},
+     "wait": true}
+    {"version": 1, "id": 10, "command": "disconnect", "wait": true}
+
+Responses: {"version": 1, "id": 7, "ok": true, ...} or
+           {"version": 1, "id": 7, "ok": false, "code": N, "reason": "...", "error": "..."}
+where `code` is the exit code CLI.md gives `connect` for the same outcome (2 profile,
+3 credentials rejected, 4 gateway not trusted, 5 unreachable, 1 anything else) and
+`reason` a stable word for programs (see REASONS).
+
+Events (server -> subscribed client, no `id`): {"version": 1, "event": KIND, ...} with
+KIND one of EVENTS: `state` (with the full `status`), `stats` (every second while a
+connection exists), `rekey`, `roam`, `log`.
+
+Two servers speak it at $VPNCLIENT_RUNTIME_DIR/control.sock: the foreground engine of
+`vpnclient connect` run as root (status and disconnect only, one request per line, via
+`serve`), and the daemon (client/daemon.py, everything; its responses carry
+`"server": "daemon"`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
+import struct
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 VERSION = 1
 SOCKET_NAME = "control.sock"
-MAX_LINE = 64 * 1024
+# A profile with its PKCS#12 and CA certificates is a few KiB; the profile parser
+# refuses more than 1 MiB, so a request line never needs more than that plus base64.
+MAX_LINE = 2 * 1024 * 1024
+
+# CLI.md's exit codes of `connect`; the protocol's error codes are the same numbers.
+CODE_OK, CODE_FAILURE, CODE_USAGE, CODE_AUTH, CODE_UNTRUSTED, CODE_UNREACHABLE = range(6)
+
+# reason -> code: the stable words an error response carries next to its code.
+REASONS: dict[str, int] = {
+    "bad-request": CODE_USAGE,  # not JSON, wrong version, unknown command or field
+    "profile": CODE_USAGE,  # the profile or its secrets cannot make a connection
+    "auth": CODE_AUTH,  # the gateway rejected our credentials
+    "untrusted": CODE_UNTRUSTED,  # certificate chain, identity or AUTH check failed
+    "unreachable": CODE_UNREACHABLE,  # no answer from the gateway
+    "failed": CODE_FAILURE,  # anything else that ended a connection
+    "not-authorized": CODE_FAILURE,  # the peer is neither root nor in the group
+    "busy": CODE_FAILURE,  # another connection is active
+    "not-connected": CODE_FAILURE,  # disconnect without a connection
+    "cancelled": CODE_FAILURE,  # a disconnect request ended the connect attempt
+}
+REASON_FOR_EXIT = {
+    CODE_USAGE: "profile", CODE_AUTH: "auth", CODE_UNTRUSTED: "untrusted",
+    CODE_UNREACHABLE: "unreachable", CODE_FAILURE: "failed",
+}
+COMMANDS = ("status", "subscribe", "connect", "disconnect")
+EVENTS = ("state", "stats", "rekey", "roam", "log")
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class ProtocolError(ValueError):
+    """A message that is not a protocol message (bad JSON, not an object, wrong version)."""
 
 
 def runtime_dir() -> Path:
@@ -41,35 +91,86 @@ def socket_path(rdir: Path | None = None) -> Path:
     return (rdir or runtime_dir()) / SOCKET_NAME
 
 
+def daemon_socket_path() -> Path:
+    """Where the daemon listens: $VPNCLIENT_RUNTIME_DIR, else the system's /run/vpnclient
+    (for every user: the daemon is one per machine, not per user)."""
+    env = os.environ.get("VPNCLIENT_RUNTIME_DIR")
+    return Path(env or "/run/vpnclient") / SOCKET_NAME
+
+
+# -- messages ----------------------------------------------------------------------------
+def encode(message: dict[str, Any]) -> bytes:
+    message.setdefault("version", VERSION)
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """One received line as a message; ProtocolError if it is not one."""
+    if len(line) > MAX_LINE:
+        raise ProtocolError("message too long")
+    try:
+        message = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("a message must be a JSON object")
+    version = message.get("version", VERSION)
+    if version != VERSION:
+        raise ProtocolError(f"unsupported protocol version {version!r} (this is {VERSION})")
+    return message
+
+
+def error(reason: str, message: str, code: int | None = None) -> dict[str, Any]:
+    """An error response; the code follows from the reason unless given."""
+    return {"ok": False, "code": REASONS.get(reason, CODE_FAILURE) if code is None else code,
+            "reason": reason, "error": message}
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a UNIX socket (SO_PEERCRED):
+    what the kernel recorded at connect(), which the peer cannot forge."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+# -- the foreground engine's server: one response per request line -----------------------
 async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
     """Listen on path (replacing a stale socket) and answer one request per line."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if path.exists() or path.is_symlink():
-        if _alive(path):
-            raise RuntimeError(f"another vpnclient is already running ({path})")
-        path.unlink()
+    remove_stale(path)
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
+                request: dict[str, Any] = {}
                 try:
-                    request = json.loads(line)
-                    if not isinstance(request, dict):
-                        raise ValueError("a request must be a JSON object")
+                    request = decode(line)
                     response = await handler(request)
                 except (ValueError, KeyError) as exc:
-                    response = {"ok": False, "error": f"bad request: {exc}", "code": 2}
-                response.setdefault("version", VERSION)
-                writer.write(json.dumps(response).encode() + b"\n")
+                    response = error("bad-request", f"bad request: {exc}")
+                if "id" in request:
+                    response.setdefault("id", request["id"])
+                writer.write(encode(response))
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass  # a client that goes away or floods us only loses its own connection
+        except asyncio.CancelledError:
+            pass  # the event loop is shutting down with this client still connected
         finally:
             writer.close()
 
     server = await asyncio.start_unix_server(on_client, path=str(path), limit=MAX_LINE)
     os.chmod(path, 0o600)
     return server
+
+
+def remove_stale(path: Path) -> None:
+    """Remove a socket file nobody listens on; RuntimeError if a server answers there."""
+    if path.exists() or path.is_symlink():
+        if _alive(path):
+            raise RuntimeError(f"another vpnclient is already running ({path})")
+        path.unlink()
 
 
 def _alive(path: Path) -> bool:
@@ -81,17 +182,81 @@ def _alive(path: Path) -> bool:
             return False
 
 
+# -- clients -------------------------------------------------------------------------------
 def request(command: str, rdir: Path | None = None, timeout: float = 5.0, **args: Any) -> dict:
     """Send one request to the running engine; raises OSError when none is listening."""
-    path = socket_path(rdir)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(path))
-        s.sendall(json.dumps({"version": VERSION, "command": command, **args}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
+    with ControlClient.open(socket_path(rdir), timeout) as client:
+        return client.call(command, **args)
+
+
+class ControlClient:
+    """A blocking client connection (the CLI's side; the tray app uses Qt's socket).
+
+    `call` sends a request and returns its response; events that arrive meanwhile go to
+    `on_event`. Raises OSError if the server goes away, ProtocolError on garbage.
+    """
+
+    def __init__(self, sock: socket.socket,
+                 on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.sock = sock
+        self.on_event = on_event
+        self._buffer = b""
+        self._ids = itertools.count(1)
+
+    @classmethod
+    def open(cls, path: Path, timeout: float | None = 5.0,
+             on_event: Callable[[dict[str, Any]], None] | None = None) -> ControlClient:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock, on_event)
+
+    def send(self, command: str, **args: Any) -> int:
+        request_id = next(self._ids)
+        try:
+            self.sock.sendall(encode({"id": request_id, "command": command, **args}))
+        except BrokenPipeError:
+            pass  # a server that refused us has already written why: read it
+        return request_id
+
+    def call(self, command: str, **args: Any) -> dict[str, Any]:
+        request_id = self.send(command, **args)
+        for message in self.messages():
+            if "event" in message:
+                if self.on_event is not None:
+                    self.on_event(message)
+                continue
+            # A refusal is written before the request is read, so it has no id.
+            if message.get("id", request_id) == request_id:
+                return message
+        raise ConnectionResetError("the control socket closed before answering")
+
+    def messages(self) -> Iterator[dict[str, Any]]:
+        """Every message the server sends until it closes the connection."""
+        while True:
+            while b"\n" in self._buffer:
+                line, self._buffer = self._buffer.split(b"\n", 1)
+                if line.strip():
+                    yield decode(line)
+            chunk = self.sock.recv(65536)
             if not chunk:
-                break
-            data += chunk
-    return json.loads(data)
+                return
+            self._buffer += chunk
+            if len(self._buffer) > MAX_LINE:
+                raise ProtocolError("message too long")
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.sock.settimeout(timeout)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from ipaddress import ip_interface
+from ipaddress import IPv4Address, IPv6Address, ip_interface
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +26,42 @@ from .esp.sa import EspInbound, EspOutbound
 from .esp.udpencap import KEEPALIVE, NON_ESP_MARKER, classify
 from .ikev2.constants import IKE_PORT, NATT_PORT
 from .ikev2.errors import AuthenticationFailed, IkeError, PeerNotTrusted, PeerUnreachable
-from .ikev2.events import ChildSaDeleted, ChildSaEstablished, IkeSaClosed, IkeSaEstablished
-from .ikev2.ike_sa import IkeSA
+from .ikev2.events import (
+    AddressesUpdated,
+    AddressUpdateFailed,
+    ChildSaDeleted,
+    ChildSaEstablished,
+    ChildSaKeys,
+    ChildSaRekeyed,
+    IkeSaClosed,
+    IkeSaEstablished,
+    IkeSaRedirected,
+    IkeSaRekeyed,
+    IpInterface,
+    IpNetwork,
+    ReauthRequired,
+)
+from .ikev2.ike_sa import IkeConfig, IkeSA, State
 from .ikev2.task_manager import RetransmitPolicy
+from .ikev2.tasks.ike_redirect import RedirectLimiter
 from .netconf import journal
 from .netconf.dns import DnsManager
 from .netconf.routes import DEFAULT_FWMARK, RouteManager
 from .profile import Profile
+from .roaming import Roamer
 from .tun import TunDevice
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_AUTH, EXIT_UNTRUSTED, EXIT_UNREACHABLE = range(6)
+# Reconnecting: each attempt probes with short IKE_SA_INIT retransmissions (about 8 s),
+# failed attempts are spaced by a backoff doubling from 1 s up to reconnect.max-backoff.
+RECONNECT_PROBE = RetransmitPolicy(timeout=1.0, base=1.5, tries=3)
+BACKOFF_START = 1.0
+REAUTH_RETRY = 15.0  # seconds before a failed reauthentication is tried again
+# A session shorter than this counts as a failed attempt: two devices of one user that
+# keep replacing each other's IKE SA (INITIAL_CONTACT) back off instead of ping-ponging.
+STABLE_SESSION = 30.0
 SO_MARK = 36  # socket.SO_MARK is missing from older Pythons
 DEFAULT_MTU = 1400  # fits ESP-in-UDP overhead on a 1500-byte path, as strongSwan's Android client
 
@@ -50,6 +76,40 @@ def exit_code_for(error: BaseException | None) -> int:
     if isinstance(error, PeerUnreachable):
         return EXIT_UNREACHABLE
     return EXIT_FAILURE
+
+
+@dataclass(frozen=True)
+class TunnelSettings:
+    """What the tunnel is configured with, from the profile and the gateway's CHILD_SA."""
+
+    mtu: int
+    vips: list[IpInterface]
+    routes: list[IpNetwork]
+    excluded: list[IpNetwork]
+    dns: list[IPv4Address | IPv6Address]
+    domains: list[str]
+
+    @classmethod
+    def of(cls, p: Profile, ev: ChildSaEstablished) -> TunnelSettings:
+        # Host addresses: what reaches the tunnel is decided by the routes, not by the
+        # prefix length the gateway happened to send with an IPv6 address.
+        vips = [ip_interface(a.ip) for a in ev.virtual_ips]
+        families = {a.version for a in vips}
+        routes = list(p.split_subnets) or list(ev.remote_ts)
+        return cls(
+            mtu=p.mtu or DEFAULT_MTU, vips=vips,
+            routes=[r for r in routes if r.version in families],
+            excluded=list(p.split_excluded),
+            dns=list(p.dns_servers) or list(ev.dns_servers),
+            domains=list(p.dns_domains) or list(ev.dns_domains),
+        )
+
+
+def esp_sas(k: ChildSaKeys) -> tuple[EspOutbound, EspInbound]:
+    return (
+        EspOutbound(k.spi_out, k.encr_id, k.key_bits, k.encr_key_out, k.integ_id, k.integ_key_out),
+        EspInbound(k.spi_in, k.encr_id, k.key_bits, k.encr_key_in, k.integ_id, k.integ_key_in),
+    )
 
 
 @dataclass
@@ -94,7 +154,14 @@ class Engine:
         retransmit: RetransmitPolicy | None = None,
         progress: Callable[[str], None] = print,
         error: Callable[[str], None] | None = None,
+        *,
+        serve_control: bool = True,
+        handle_signals: bool = True,
     ) -> None:
+        # The daemon hosts engines itself: it serves the control socket and owns the
+        # signals, so it turns both off here.
+        self.serve_control = serve_control
+        self.handle_signals = handle_signals
         self.profile = profile
         self.secrets = secrets
         self.rdir = rdir
@@ -107,9 +174,26 @@ class Engine:
         self.socks: dict[str, socket.socket] = {}
         self.gateway: tuple[str, int] | None = None
         self.use_natt_port = False
-        self.timer: asyncio.TimerHandle | None = None
+        self.timers: dict[IkeSA, asyncio.TimerHandle] = {}
+        # Make-before-break reauthentication: the new IKE SA while it is being built,
+        # and the ones it replaced while they are being deleted.
+        self.reauth_sa: IkeSA | None = None
+        self.old_sas: list[IkeSA] = []
+        self._old_inbound: dict[IkeSA, list[int]] = {}
+        # ESP SAs of the tunnel by inbound SPI, and the one our packets leave on.
+        self._esp: dict[int, tuple[EspOutbound, EspInbound]] = {}
+        self._out_spi: int | None = None
+        self.reconnecting = False
+        self._up = False  # the current attempt brought the tunnel up
+        self._up_since = 0.0
+        self._ended_by_gateway: str | None = None
+        self._wake = asyncio.Event()  # a disconnect request ends a backoff wait
         self.keepalive: asyncio.TimerHandle | None = None
         self.closed: asyncio.Future[IkeSaClosed] | None = None
+        self.redirect_to: str | None = None  # where the gateway sent us (RFC 5685)
+        self.redirects = RedirectLimiter()
+        self.roamer = Roamer(self)  # network changes: MOBIKE, re-establishing, waiting
+        self.tunnel_settings: TunnelSettings | None = None
         self.disconnect_requested = False
         self.established = False
         self._setup_failed: Exception | None = None
@@ -126,37 +210,97 @@ class Engine:
         self.loop = asyncio.get_running_loop()
         self.rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         journal.cleanup_stale(self.rdir)  # undo what a crashed earlier run left behind
-        server = await control.serve(control.socket_path(self.rdir), self._on_control)
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        server = None
+        if self.serve_control:
+            server = await control.serve(control.socket_path(self.rdir), self._on_control)
+        signals = (signal.SIGINT, signal.SIGTERM) if self.handle_signals else ()
+        for sig in signals:
             self.loop.add_signal_handler(sig, self.request_disconnect)
+        self.roamer.start()
         try:
             return await self._connect()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            self.roamer.stop()
+            for sig in signals:
                 self.loop.remove_signal_handler(sig)
             self._teardown()
-            server.close()
-            control.socket_path(self.rdir).unlink(missing_ok=True)
+            if server is not None:
+                server.close()
+                control.socket_path(self.rdir).unlink(missing_ok=True)
 
     async def _connect(self) -> int:
+        last = await self._connect_once()
+        failures = 0
+        while self._should_reconnect(last):
+            assert last is not None
+            delay = 0.0
+            if failures:
+                delay = min(BACKOFF_START * 2 ** (failures - 1),
+                            float(self.profile.reconnect_max_backoff))
+                delay *= 1 + 0.2 * random.random()  # clients of one gateway spread out
+            self._lost(last, delay)
+            if delay and await self._sleep(delay):
+                break
+            last = await self._connect_once()
+            stable = self._up and self.loop.time() - self._up_since >= STABLE_SESSION
+            failures = 0 if stable else failures + 1
+        if self.disconnect_requested and self.reconnecting:
+            last = IkeSaClosed("disconnected on request")  # while the gateway was away
+        if last is None:
+            return EXIT_FAILURE
+        return self._finish(last)
+
+    async def _connect_once(self) -> IkeSaClosed | None:
+        """One IKE SA, trying the profile's addresses in turn; returns when it closes."""
         last: IkeSaClosed | None = None
+        self._up = False
         for host in self.profile.remote_addrs:
             if self.disconnect_requested:
                 break
             try:
-                last = await self._attempt(host)
+                last = await self._attempt_following_redirects(host)
             except IkeError as exc:
                 last = IkeSaClosed(str(exc), exc)
             except OSError as exc:
                 last = IkeSaClosed(f"network error: {exc}", PeerUnreachable(str(exc)))
             self._close_sockets()
             # Only an unreachable gateway makes us try the next address (failover).
-            if not isinstance(last.error, PeerUnreachable) or self.established:
+            if not isinstance(last.error, PeerUnreachable) or self._up:
                 break
         assert last is not None or self.disconnect_requested
-        if last is None:
-            return EXIT_FAILURE
-        return self._finish(last)
+        return last
+
+    def _should_reconnect(self, last: IkeSaClosed | None) -> bool:
+        """After a tunnel was up: the gateway went away, stopped answering, or ended the
+        session itself. Not when the user asked, nor when only the user can help."""
+        if last is None or self.disconnect_requested or not self.established:
+            return False
+        if not self.profile.reconnect_auto or self._setup_failed is not None:
+            return False
+        return not isinstance(last.error, (AuthenticationFailed, PeerNotTrusted))
+
+    def _lost(self, last: IkeSaClosed, delay: float) -> None:
+        """The tunnel stays (TUN, routes, DNS): applications see a pause, not an outage."""
+        what = "reconnecting failed" if self.reconnecting else "connection lost"
+        self.reconnecting = True
+        self.status.update(state="reconnecting", last_error=last.reason)
+        if self.tunnel.dataplane is not None:
+            self.tunnel.dataplane.clear()  # packets are dropped until the new SAs are in
+        self._esp.clear()
+        self._out_spi = None
+        when = f" in {delay:.0f} s" if delay >= 1 else ""
+        self.progress(f"{what} ({last.reason}); reconnecting{when}")
+
+    async def _sleep(self, delay: float) -> bool:
+        """Wait `delay` seconds; True if a disconnect request came first."""
+        self._wake.clear()
+        if self.disconnect_requested:
+            return True
+        try:
+            await asyncio.wait_for(self._wake.wait(), delay)
+        except TimeoutError:
+            return False
+        return self.disconnect_requested  # else a network path came back: try now
 
     def _finish(self, closed: IkeSaClosed) -> int:
         if self.disconnect_requested and closed.error is None:
@@ -165,19 +309,37 @@ class Engine:
             return EXIT_OK if self.established else EXIT_FAILURE
         if closed.error is None:
             # The gateway ended the session (Delete): not what the user asked for.
-            self.status.update(state="disconnected", last_error=closed.reason)
-            self.error(f"disconnected: {closed.reason}")
+            reason = self._ended_by_gateway or closed.reason
+            self.status.update(state="disconnected", last_error=reason)
+            self.error(f"disconnected: {reason}")
             return EXIT_FAILURE
         self.status.update(state="failed", last_error=closed.reason)
         self.error(f"failed: {closed.reason}")
         return exit_code_for(closed.error)
 
     # -- one attempt against one gateway address ------------------------------------
-    async def _attempt(self, host: str) -> IkeSaClosed:
+    async def _attempt_following_redirects(self, host: str) -> IkeSaClosed:
+        """An attempt at `host`, then at every gateway it redirects us to (RFC 5685)."""
+        assert self.loop is not None
+        closed = await self._attempt(host)
+        while self.redirect_to is not None and not self.disconnect_requested:
+            target, self.redirect_to = self.redirect_to, None
+            if not self.redirects.allow(self.loop.time()):
+                reason = (f"redirected more than {self.redirects.limit} times within "
+                          f"{self.redirects.period:.0f} s")
+                return IkeSaClosed(reason, IkeError(reason))
+            previous = self.gateway[0] if self.gateway else None
+            self._close_sockets()
+            closed = await self._attempt(target, redirected_from=previous)
+        return closed
+
+    async def _attempt(self, host: str, redirected_from: str | None = None) -> IkeSaClosed:
         assert self.loop is not None
         port = self.profile.remote_port
         self.progress(f"resolving {host}")
         addr = await self._resolve(host, port)
+        if self.disconnect_requested:
+            return IkeSaClosed("connection attempt cancelled")
         self.gateway = (addr, port)
         # Port 500 floats to 4500; any other port is already the NAT-T port (RFC 7296 2.23).
         natt_port = NATT_PORT if port == IKE_PORT else port
@@ -191,12 +353,27 @@ class Engine:
         local = self.socks["ike"].getsockname()[:2]
         self.status.update(gateway=f"{addr}:{port}", local_address=local[0])
         config = build_ike_config(self.profile, self.secrets, local[0], self.retransmit)
+        config.redirected_from = redirected_from
+        self._adapt(config)
+        self._ended_by_gateway = None
         self.closed = self.loop.create_future()
         self.sa = IkeSA(config, (local[0], local[1]), (addr, port))
         self.progress(f"contacting gateway {addr}:{port}")
         self.sa.initiate(self.loop.time())
         self._pump()
         return await self.closed
+
+    def _adapt(self, config: IkeConfig) -> None:
+        """A tunnel is up already (reconnect, reauthentication): ask for its addresses
+        again, so that applications keep their connections; probe a lost gateway fast."""
+        if self.tunnel_settings is not None:
+            config.requested_vips = [a.ip for a in self.tunnel_settings.vips]
+        if self.reconnecting:
+            p = self.retransmit
+            config.init_retransmit = RetransmitPolicy(
+                min(p.timeout, RECONNECT_PROBE.timeout), min(p.base, RECONNECT_PROBE.base),
+                min(p.tries, RECONNECT_PROBE.tries))
+        config.additional_addresses = self.roamer.additional_addresses()  # MOBIKE
 
     async def _resolve(self, host: str, port: int) -> str:
         assert self.loop is not None
@@ -225,10 +402,14 @@ class Engine:
 
     def _close_sockets(self) -> None:
         assert self.loop is not None
+        # IKE SAs that share these sockets end with them.
+        for sa in [s for s in self._sas() if s is not self.sa]:
+            self._drop_sa(sa)
         for s in {id(s): s for s in self.socks.values()}.values():
             self.loop.remove_reader(s.fileno())
             s.close()
         self.socks.clear()
+        self.roamer.drop_sockets()
 
     # -- datagrams in and out -------------------------------------------------------
     def _on_ike_readable(self) -> None:
@@ -250,7 +431,7 @@ class Engine:
                 log.debug("receive error: %s", exc)
                 break
             if not natt:
-                self.sa.receive(data, self.loop.time())
+                self._sa_for(data).receive(data, self.loop.time())
                 ike_seen = True
                 continue
             kind, payload = classify(data)
@@ -258,7 +439,7 @@ class Engine:
                 if self.tunnel.dataplane is not None:
                     self.tunnel.dataplane.on_esp(data)
             elif kind == "ike":
-                self.sa.receive(payload, self.loop.time())
+                self._sa_for(payload).receive(payload, self.loop.time())
                 ike_seen = True
             elif kind == "invalid":
                 log.debug("dropped an invalid datagram of %d bytes", len(data))
@@ -274,11 +455,40 @@ class Engine:
         except OSError as exc:
             log.debug("ESP send failed: %s", exc)
 
-    def _pump(self) -> None:
-        """Send what the IKE SA queued, re-arm its timer, and act on its events."""
-        sa, loop = self.sa, self.loop
-        if sa is None or loop is None:
+    def _sas(self) -> list[IkeSA]:
+        return [s for s in (self.sa, self.reauth_sa, *self.old_sas) if s is not None]
+
+    def _sa_for(self, data: bytes) -> IkeSA:
+        """The IKE SA a datagram is for (by our SPI), while more than one is alive."""
+        assert self.sa is not None
+        for sa in (self.reauth_sa, *self.old_sas):
+            if sa is not None and sa.owns(data):
+                return sa
+        return self.sa
+
+    def _drop_sa(self, sa: IkeSA) -> None:
+        timer = self.timers.pop(sa, None)
+        if timer is not None:
+            timer.cancel()
+        if sa is self.reauth_sa:
+            self.reauth_sa = None
+        if sa in self.old_sas:
+            self.old_sas.remove(sa)
+        self._old_inbound.pop(sa, None)
+
+    def _pump(self, only: IkeSA | None = None) -> None:
+        """Send what the IKE SAs queued, re-arm their timers, and act on their events."""
+        for sa in [only] if only is not None else self._sas():
+            self._pump_sa(sa)
+
+    def _pump_sa(self, sa: IkeSA) -> None:
+        loop = self.loop
+        if loop is None:
             return
+        # Events first: a rekeyed CHILD_SA's inbound SA is installed before our answer
+        # leaves, so the gateway's first packet on it finds it.
+        while (event := sa.next_event()) is not None:
+            self._on_event(sa, event)
         for packet in sa.datagrams_to_send():
             on_natt = sa.natt or self.use_natt_port
             sock = self.socks.get("natt" if on_natt else "ike")
@@ -288,23 +498,38 @@ class Engine:
                 sock.send(NON_ESP_MARKER + packet if on_natt else packet)
             except OSError as exc:
                 log.info("sending an IKE message failed: %s", exc)  # retransmission copes
-        while (event := sa.next_event()) is not None:
-            self._on_event(event)
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        timer = self.timers.pop(sa, None)
+        if timer is not None:
+            timer.cancel()
         when = sa.get_timer()
-        if when is not None:
-            self.timer = loop.call_at(when, self._on_timer)
+        if when is not None and (sa is self.sa or sa in self._sas()):
+            self.timers[sa] = loop.call_at(when, self._on_timer, sa)
+        elif sa.state is State.CLOSED and sa is not self.sa:
+            self._drop_sa(sa)
 
-    def _on_timer(self) -> None:
-        self.timer = None
-        if self.sa is not None and self.loop is not None:
-            self.sa.handle_timer(self.loop.time())
-            self._pump()
+    def _on_timer(self, sa: IkeSA) -> None:
+        self.timers.pop(sa, None)
+        if self.loop is None:
+            return
+        dp = self.tunnel.dataplane
+        if sa is self.sa and dp is not None and dp.last_inbound is not None:
+            # ESP from the gateway proves it alive as well as IKE does (no DPD needed).
+            sa.traffic_received(self.loop.time() - (time.monotonic() - dp.last_inbound))
+        sa.handle_timer(self.loop.time())
+        self._pump(sa)
 
     # -- events ---------------------------------------------------------------------
-    def _on_event(self, event: object) -> None:
+    def _on_event(self, sa: IkeSA, event: object) -> None:
+        if sa is self.reauth_sa:
+            self._on_reauth_event(sa, event)
+            return
+        if sa is not self.sa:
+            if isinstance(event, IkeSaClosed):  # a replaced SA is gone: so are its SAs
+                dp = self.tunnel.dataplane
+                for spi in self._old_inbound.pop(sa, []):
+                    if dp is not None and spi not in self._esp:
+                        dp.remove_inbound(spi)
+            return
         if isinstance(event, IkeSaEstablished):
             self.status.update(
                 ike_proposal=event.ike_proposal, nat_detected=event.nat_local,
@@ -323,56 +548,184 @@ class Engine:
                 assert self.sa is not None and self.loop is not None
                 self.sa.delete(self.loop.time())
                 self._setup_failed = exc
+        elif isinstance(event, ChildSaRekeyed):
+            self._child_rekeyed(event)
         elif isinstance(event, ChildSaDeleted):
-            log.warning("the gateway deleted the CHILD_SA %08x", event.spi_in)
-            if self.sa is not None and self.loop is not None:
-                self.sa.delete(self.loop.time())
+            self._child_deleted(event)
+        elif isinstance(event, IkeSaRekeyed):
+            self.status["ike_proposal"] = event.ike_proposal
+            self.status["rekeys"] += 1
+            log.info("IKE SA rekeyed (%s)", "by us" if event.initiated else "by the gateway")
+        elif isinstance(event, ReauthRequired):
+            self._start_reauth()
+        elif isinstance(event, (AddressesUpdated, AddressUpdateFailed)):
+            self.roamer.on_event(event)
+        elif isinstance(event, IkeSaRedirected):
+            self.redirect_to = event.gateway
+            self.progress(f"redirected to gateway {event.gateway}")
+            if event.established:
+                self.status["state"] = "reconnecting"
+            if self.tunnel.dataplane is not None:
+                self.tunnel.dataplane.clear()  # its SAs end with this IKE SA
         elif isinstance(event, IkeSaClosed):
             if self._setup_failed is not None and event.error is None:
                 event = IkeSaClosed(self.status["last_error"], IkeError(self.status["last_error"]))
             if self.keepalive is not None:
                 self.keepalive.cancel()
+            if self.reauth_sa is not None and self.loop is not None:
+                self.reauth_sa.delete(self.loop.time())  # it would need the sockets we close
             if self.closed is not None and not self.closed.done():
                 self.closed.set_result(event)
 
     def _bring_up(self, ev: ChildSaEstablished) -> None:
         assert self.loop is not None
-        p = self.profile
-        mtu = p.mtu or DEFAULT_MTU
-        routes = list(p.split_subnets) or list(ev.remote_ts)
-        # Host addresses: what reaches the tunnel is decided by the routes, not by the
-        # prefix length the gateway happened to send with an IPv6 address.
-        vips = [ip_interface(a.ip) for a in ev.virtual_ips]
-        families = {a.version for a in vips}
-        routes = [r for r in routes if r.version in families]
-        dns = list(p.dns_servers) or list(ev.dns_servers)
-        domains = list(p.dns_domains) or list(ev.dns_domains)
-
+        if self.tunnel.dataplane is not None:
+            self._move_tunnel(ev)
+            return
+        s = TunnelSettings.of(self.profile, ev)
         started = self.loop.time()
         t = self.tunnel
-        t.tun = TunDevice.open(mtu=mtu)
+        t.tun = TunDevice.open(mtu=s.mtu)
         t.routes = RouteManager(t.tun.name, runtime_dir=self.rdir)
-        t.routes.apply(vips, routes, list(p.split_excluded), mtu)
-        if dns:
+        t.routes.apply(s.vips, s.routes, s.excluded, s.mtu)
+        if s.dns:
             t.dns = DnsManager(self.rdir)
-            t.dns.apply(dns, domains, t.tun.name)
-        k = ev.keys
-        t.dataplane = DataPlane(self.loop, t.tun, self._send_esp)
-        t.dataplane.install(
-            EspOutbound(
-                k.spi_out, k.encr_id, k.key_bits, k.encr_key_out, k.integ_id, k.integ_key_out
-            ),
-            EspInbound(
-                k.spi_in, k.encr_id, k.key_bits, k.encr_key_in, k.integ_id, k.integ_key_in
-            ),
-        )
+            t.dns.apply(s.dns, s.domains, t.tun.name)
+        # The socket getter lets the data plane send bursts with UDP GSO; it follows the
+        # NAT-T socket of the moment (a reconnect replaces it).
+        t.dataplane = DataPlane(self.loop, t.tun, self._send_esp, lambda: self.socks.get("natt"))
+        self._install_child(ev.keys)
         t.dataplane.start()
         log.info("tunnel %s up in %.1f ms", t.tun.name, (self.loop.time() - started) * 1000)
+        self._connected(ev, s)
+
+    def _move_tunnel(self, ev: ChildSaEstablished, keep_inbound: bool = False) -> None:
+        """A new IKE SA for the tunnel that is up (after a redirect, a reconnect or a
+        reauthentication): the TUN device stays; addresses, routes and DNS are redone
+        only where the new gateway changed them. With `keep_inbound` the old inbound SAs
+        stay until their IKE SA is deleted (make-before-break)."""
+        t, old = self.tunnel, self.tunnel_settings
+        assert t.tun is not None and t.routes is not None and t.dataplane is not None
+        s = TunnelSettings.of(self.profile, ev)
+        if old is None or (s.vips, s.routes) != (old.vips, old.routes):
+            t.routes.restore()
+            t.routes.apply(s.vips, s.routes, s.excluded, s.mtu)
+        if old is None or (s.dns, s.domains) != (old.dns, old.domains):
+            if t.dns is not None:
+                t.dns.restore()
+            if s.dns:
+                t.dns = t.dns or DnsManager(self.rdir)
+                t.dns.apply(s.dns, s.domains, t.tun.name)
+        if not keep_inbound:
+            t.dataplane.clear()
+            self._esp.clear()
+        self._install_child(ev.keys)
+        log.info("tunnel %s moved to the new IKE SA", t.tun.name)
+        self._connected(ev, s)
+
+    def _install_child(self, keys: ChildSaKeys) -> None:
+        self._esp[keys.spi_in] = esp_sas(keys)
+        self._use_outbound(keys.spi_in)
+
+    def _use_outbound(self, spi_in: int) -> None:
+        """Send on the ESP SA of CHILD_SA `spi_in` from now on."""
+        dp = self.tunnel.dataplane
+        if dp is None or spi_in not in self._esp:
+            return
+        dp.install(*self._esp[spi_in])
+        if self._out_spi is not None and self._out_spi != spi_in:
+            self.status["rekeys"] += 1
+        self._out_spi = spi_in
+
+    def _child_rekeyed(self, ev: ChildSaRekeyed) -> None:
+        """A rekeyed CHILD_SA: accept its inbound packets at once; send on it now (we
+        rekeyed) or when the old one is deleted (the gateway did, RFC 7296 2.8)."""
+        dp = self.tunnel.dataplane
+        if dp is None:
+            return
+        sas = esp_sas(ev.keys)
+        self._esp[ev.keys.spi_in] = sas
+        self.status["esp_proposal"] = ev.esp_proposal
+        if ev.outbound or self._out_spi not in self._esp:
+            self._use_outbound(ev.keys.spi_in)
+        else:
+            dp.install(self._esp[self._out_spi][0], sas[1])  # same outbound, one more inbound
+
+    def _child_deleted(self, ev: ChildSaDeleted) -> None:
+        if ev.replaced_by is not None:
+            self._use_outbound(ev.replaced_by)
+        if self.tunnel.dataplane is not None:
+            self.tunnel.dataplane.remove_inbound(ev.spi_in)
+        self._esp.pop(ev.spi_in, None)
+        if ev.remaining == 0 and self.sa is not None and self.loop is not None:
+            log.warning("the gateway deleted the CHILD_SA %08x", ev.spi_in)
+            self._ended_by_gateway = "the gateway deleted the tunnel's CHILD_SA"
+            self.sa.delete(self.loop.time())
+
+    # -- reauthentication (RFC 4478): make-before-break -----------------------------
+    def _start_reauth(self) -> None:
+        sa, loop = self.sa, self.loop
+        if self.reauth_sa is not None or sa is None or loop is None or self.gateway is None:
+            return
+        if sa.state is not State.ESTABLISHED or self.disconnect_requested:
+            return
+        if "ike" not in self.socks:
+            return
+        local = self.socks["ike"].getsockname()[:2]
+        try:
+            config = build_ike_config(self.profile, self.secrets, local[0], self.retransmit)
+        except ValueError as exc:
+            log.error("cannot reauthenticate: %s", exc)
+            return
+        self._adapt(config)
+        config.initial_contact = False  # the SA it replaces is still up
+        self.progress("reauthenticating")
+        self.reauth_sa = IkeSA(config, (local[0], local[1]), self.gateway)
+        self.reauth_sa.initiate(loop.time())
+        self._pump(self.reauth_sa)
+
+    def _on_reauth_event(self, sa: IkeSA, event: object) -> None:
+        assert self.loop is not None
+        if isinstance(event, ChildSaEstablished):
+            try:
+                self._move_tunnel(event, keep_inbound=True)
+            except Exception as exc:
+                log.exception("moving the tunnel to the new IKE SA failed")
+                self.reauth_sa = None
+                sa.delete(self.loop.time())
+                self.status["last_error"] = f"reauthentication failed: {exc}"
+                return
+            old, self.sa, self.reauth_sa = self.sa, sa, None
+            if old is not None:
+                self.old_sas.append(old)
+                self._old_inbound[old] = [spi for spi in self._esp if spi != event.keys.spi_in]
+                old.delete(self.loop.time())
+                self._pump(old)
+            self.status["rekeys"] += 1
+            self.progress("reauthenticated")
+            self.roamer.on_reestablished(sa)
+        elif isinstance(event, IkeSaEstablished):
+            self.status.update(ike_proposal=event.ike_proposal, nat_detected=event.nat_local,
+                               mobike=event.mobike)
+        elif isinstance(event, IkeSaClosed):
+            self.reauth_sa = None
+            log.warning("reauthentication failed: %s; trying again in %.0f s", event.reason,
+                        REAUTH_RETRY)
+            self.loop.call_later(REAUTH_RETRY, self._start_reauth)
+
+    def _connected(self, ev: ChildSaEstablished, s: TunnelSettings) -> None:
+        if not self._up and self.loop is not None:
+            self._up_since = self.loop.time()
+        self._up = True
+        if self.reconnecting:
+            self.reconnecting = False
+            self.progress("reconnected")
         self.established = True
+        self.tunnel_settings = s
         self.status.update(
             state="connected", esp_proposal=ev.esp_proposal,
-            virtual_ips=[str(a.ip) for a in vips], dns=[str(d) for d in dns],
-            routes=[str(r) for r in routes], established_at=datetime.now(UTC).isoformat(),
+            virtual_ips=[str(a.ip) for a in s.vips], dns=[str(d) for d in s.dns],
+            routes=[str(r) for r in s.routes], established_at=datetime.now(UTC).isoformat(),
         )
         self.progress(
             f"connected: {', '.join(self.status['virtual_ips'])}"
@@ -383,6 +736,8 @@ class Engine:
     def _schedule_keepalive(self) -> None:
         assert self.loop is not None
         interval = self.profile.nat_keepalive
+        if self.keepalive is not None:  # one tick chain at a time (NAT state changes)
+            self.keepalive.cancel()
 
         def tick() -> None:
             sock = self.socks.get("natt")
@@ -402,8 +757,10 @@ class Engine:
         self.disconnect_requested = True
         self.status["state"] = "disconnecting"
         self.progress("disconnecting")
+        self._wake.set()
         if self.sa is not None and self.loop is not None:
-            self.sa.delete(self.loop.time())
+            for sa in self._sas():
+                sa.delete(self.loop.time())
             self._pump()
         elif self.closed is not None and not self.closed.done():
             self.closed.set_result(IkeSaClosed("connection attempt cancelled"))
@@ -427,8 +784,9 @@ class Engine:
         return dict(self.status)
 
     def _teardown(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
+        for timer in self.timers.values():
+            timer.cancel()
+        self.timers.clear()
         if self.keepalive is not None:
             self.keepalive.cancel()
         self.tunnel.close()

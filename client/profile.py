@@ -52,8 +52,9 @@ NAT_KEEPALIVE_RANGE = (10, 120)
 PORT_RANGE = (1, 65535)
 DPD_RANGE = (0, 3600)  # 0 turns liveness checks off
 MAX_BACKOFF_RANGE = (5, 3600)
-IKE_LIFETIME_RANGE = (300, 86400)
-CHILD_LIFETIME_RANGE = (60, 86400)
+# Short lifetimes are for tests and demonstrations; rekeys then happen every few seconds.
+IKE_LIFETIME_RANGE = (30, 86400)
+CHILD_LIFETIME_RANGE = (10, 86400)
 
 DEFAULT_PORT = 500
 DEFAULT_NAT_KEEPALIVE = 20

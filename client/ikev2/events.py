@@ -56,9 +56,54 @@ class ChildSaEstablished:
 
 
 @dataclass(frozen=True)
+class ChildSaRekeyed:
+    """A new CHILD_SA replaces the one with inbound SPI `old_spi_in` (RFC 7296 1.3.3).
+
+    Accept inbound packets on it at once, and keep the old inbound SA until its
+    ChildSaDeleted. Send on it now if `outbound`; otherwise (the gateway rekeyed) only
+    once the old SA is deleted, when the gateway is sure to have it installed (2.8).
+    """
+
+    old_spi_in: int
+    keys: ChildSaKeys
+    esp_proposal: str
+    outbound: bool
+
+
+@dataclass(frozen=True)
 class ChildSaDeleted:
     spi_in: int
     spi_out: int
+    # Inbound SPI of the CHILD_SA that replaced it (send on that one from now on), if any.
+    replaced_by: int | None = None
+    remaining: int = 0  # CHILD_SAs the IKE SA still has
+
+
+@dataclass(frozen=True)
+class IkeSaRekeyed:
+    """The IKE SA has new keys and SPIs (RFC 7296 1.3.2); the CHILD_SAs stay as they are."""
+
+    ike_proposal: str
+    initiated: bool  # we started the winning exchange (else the gateway)
+
+
+@dataclass(frozen=True)
+class ReauthRequired:
+    """Authenticate anew: build a new IKE SA from scratch, then delete this one (RFC 4478)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class IkeSaRedirected:
+    """The gateway sends us to another gateway (RFC 5685): an address or a host name.
+
+    The IKE SA closes next (after deleting itself at the old gateway, if it was
+    authenticated); the driver connects to `gateway` with IkeConfig.redirected_from set.
+    """
+
+    gateway: str
+    established: bool  # the tunnel was up: move it rather than build it anew
 
 
 @dataclass(frozen=True)
@@ -70,4 +115,27 @@ class IkeSaClosed:
     by_peer: bool = False
 
 
-Event = IkeSaEstablished | ChildSaEstablished | ChildSaDeleted | IkeSaClosed
+@dataclass(frozen=True)
+class AddressesUpdated:
+    """MOBIKE (RFC 4555): the gateway moved the IKE SA and its ESP SAs to our address
+    `local`:`port` (the one the last update left from); NAT state as it now sees it."""
+
+    local: str
+    port: int
+    nat_local: bool
+    nat_remote: bool
+
+
+@dataclass(frozen=True)
+class AddressUpdateFailed:
+    """MOBIKE: the gateway refused to move the SAs to `local` (UNACCEPTABLE_ADDRESSES,
+    UNEXPECTED_NAT_DETECTED, ...); they stay where they were."""
+
+    local: str
+    reason: str
+
+
+Event = (
+    IkeSaEstablished | ChildSaEstablished | ChildSaRekeyed | ChildSaDeleted | IkeSaRekeyed
+    | ReauthRequired | IkeSaRedirected | IkeSaClosed | AddressesUpdated | AddressUpdateFailed
+)

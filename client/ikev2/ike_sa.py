@@ -24,36 +24,40 @@ from typing import Any
 from cryptography import x509
 
 from .constants import (
-    FLAG_INITIATOR,
     FLAG_RESPONSE,
     EapType,
     ExchangeType,
     NotifyType,
-    ProtocolId,
+    PayloadType,
 )
 from .errors import CryptoError, IkeError, RemoteProtocolError
 from .events import (
-    ChildSaDeleted,
     ChildSaEstablished,
     ChildSaKeys,
     Event,
     IkeSaClosed,
     IkeSaEstablished,
+    IkeSaRedirected,
     IpAddress,
     IpInterface,
     IpNetwork,
 )
-from .message import Message, SkContext, parse_header
-from .payloads import DeletePayload, NotifyPayload
+from .fragments import Reassembled, Reassembler
+from .lifecycle import Lifecycle
+from .message import Header, Message, SkContext, decode_fragment, parse_header
+from .payloads import NotifyPayload
 from .proposals import Proposal
 from .task_manager import RetransmitPolicy, TaskManager
+from .tasks import ike_mobike
 from .tasks.child_create import ChildCreate
 from .tasks.ike_auth import IkeAuth
+from .tasks.ike_auth_lifetime import IkeAuthLifetime
 from .tasks.ike_config import IkeConfig as IkeConfigTask
 from .tasks.ike_delete import IkeDelete
 from .tasks.ike_init import IkeInit
-from .tasks.ike_mobike import IkeMobike
+from .tasks.ike_mobike import IkeMobike, MobikeState
 from .tasks.ike_natd import IkeNatd
+from .tasks.ike_redirect import IkeRedirect, RedirectRequested, decode_gateway
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ class IkeConfig:
     remote_id: str
     send_idr: bool  # only an identity the profile named explicitly (as strongSwan's clients)
     auth_method: str  # "psk", "pubkey" or "eap"
+    # RFC 4739: our authentication rounds, e.g. ("pubkey", "eap"); empty: (auth_method,)
+    auth_rounds: tuple[str, ...] = ()
     psk: bytes | None = field(default=None, repr=False)
     private_key: Any = field(default=None, repr=False)
     certificate: x509.Certificate | None = None
@@ -93,7 +99,20 @@ class IkeConfig:
     )
     force_encap: bool = True
     mobike: bool = True
+    additional_addresses: list[str] = field(default_factory=list)  # RFC 4555, for IKE_AUTH
+    fragmentation: bool = True  # RFC 7383, announced in IKE_SA_INIT
+    # Largest IP datagram of an IKE fragment; strongSwan's default, safe on IPv6's minimum MTU.
+    fragment_size: int = 1280
+    follow_redirects: bool = True  # RFC 5685
+    redirected_from: str | None = None  # the gateway that sent us here (N(REDIRECTED_FROM))
     retransmit: RetransmitPolicy = field(default_factory=RetransmitPolicy)
+    init_retransmit: RetransmitPolicy | None = None  # IKE_SA_INIT only: a reconnect probes fast
+    # Rekeying and liveness (RFC 7296 2.8, 2.4); None / 0 turn them off.
+    ike_lifetime: float | None = None
+    child_lifetime: float | None = None
+    dpd: float = 0.0  # seconds without traffic from the gateway before a liveness check
+    initial_contact: bool = True  # no other IKE SA of ours is alive (RFC 7296 2.4)
+    requested_vips: list[IpAddress] = field(default_factory=list)  # ask for these again
     wall_clock: Callable[[], datetime] = _utcnow
 
 
@@ -128,10 +147,13 @@ class IkeSA:
         self.init_request = b""
         self.init_response = b""
         self.peer_hash_algorithms: set[int] | None = None
+        self.peer_fragmentation = False  # N(IKEV2_FRAGMENTATION_SUPPORTED) in IKE_SA_INIT
+        self.peer_multiple_auth = False  # N(MULTIPLE_AUTH_SUPPORTED) in IKE_SA_INIT (RFC 4739)
         self.nat_local = self.nat_remote = False
         self.peer_authenticated = False
         self.auth_done = False
         self.peer_mobike = False
+        self.mobike_state = MobikeState()
         self.ike_proposal_name = ""
         self.esp_proposal_name = ""
         self.child: ChildSaKeys | None = None
@@ -141,29 +163,41 @@ class IkeSA:
         self.dns_servers: list[IpAddress] = []
         self.dns_domains: list[str] = []
         self.natt = False  # after IKE_SA_INIT everything goes to port 4500, UDP-encapsulated
+        # We are the original initiator of the current IKE SA; a rekey the gateway
+        # started makes it the initiator of the new one (RFC 7296 2.18).
+        self.initiator = True
+        self.ike_proposal: Proposal | None = None
+        self.auth_lifetime: int | None = None  # RFC 4478, from the last IKE_AUTH response
+        self.now = 0.0  # the time of the call being handled, for the tasks
+        self.life = Lifecycle(self)  # rekeying, liveness and the gateway's requests
 
         self._tasks = TaskManager(self)
         self._out: list[bytes] = []
         self._events: deque[Event] = deque()
         self._peer_next_id = 0
-        self._last_response: tuple[int, bytes] | None = None
+        self._last_response: tuple[int, list[bytes]] | None = None
+        # RFC 7383 reassembly: the gateway's responses and its requests, one message each.
+        self._fragments = {True: Reassembler(), False: Reassembler()}
 
     # -- public API -----------------------------------------------------------------
     def initiate(self, now: float) -> None:
         if self.state is not State.IDLE:
             raise RuntimeError("initiate() called twice")
         self.state = State.CONNECTING
+        self.now = now
         self._run(lambda: self._start(now))
 
     def _start(self, now: float) -> None:
-        self._tasks.queue_tasks([IkeInit(self), IkeNatd(self)])
+        self._tasks.queue_tasks([IkeInit(self), IkeNatd(self)], self.config.init_retransmit)
         self._tasks.queue_tasks(
-            [IkeAuth(self), IkeConfigTask(self), ChildCreate(self), IkeMobike(self)]
+            [IkeAuth(self), IkeRedirect(self), IkeConfigTask(self), ChildCreate(self),
+             IkeMobike(self), IkeAuthLifetime(self)]
         )
         self._tasks.initiate(now)
 
     def delete(self, now: float) -> None:
         """Disconnect: Delete the IKE SA if it is up, or abandon the attempt."""
+        self.now = now
         if self.state is State.ESTABLISHED:
             self.state = State.DELETING
             self._tasks.abort()
@@ -176,6 +210,7 @@ class IkeSA:
         """Feed one IKE message (without the non-ESP marker) received from the gateway."""
         if self.state is State.CLOSED:
             return
+        self.now = now
         try:
             self._receive(data, now)
         except (RemoteProtocolError, CryptoError) as exc:
@@ -190,12 +225,51 @@ class IkeSA:
         return out
 
     def get_timer(self) -> float | None:
-        return self._tasks.get_timer() if self.state is not State.CLOSED else None
+        if self.state is State.CLOSED:
+            return None
+        times = [self._tasks.get_timer()]
+        if self.state is State.ESTABLISHED:
+            times.append(self.life.get_timer(idle=self._tasks.idle))
+        return min((t for t in times if t is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
         if self.state is State.CLOSED:
             return
+        self.now = now
         self._run(lambda: self._tasks.handle_timer(now))
+        if self.state is State.ESTABLISHED:
+            self._run(lambda: self.life.handle_timer(now))
+            self._run(lambda: self._tasks.initiate(now))
+
+    # -- MOBIKE (RFC 4555, tasks/ike_mobike.py): the driver moved our sockets ----------
+    def update_addresses(self, local_addr: tuple[str, int], now: float,
+                         additional: list[str] | None = None) -> None:
+        """We now send from `local_addr`: ask the gateway to move the SAs there."""
+        self.now = now
+        self.local_addr = local_addr
+        if self.state is State.ESTABLISHED and self.peer_mobike:
+            self._run(lambda: ike_mobike.start_update(self, additional, now))
+
+    def announce_addresses(self, additional: list[str], now: float) -> None:
+        """Our other addresses changed: send the gateway the new list."""
+        self.now = now
+        if self.state is State.ESTABLISHED and self.peer_mobike:
+            self._run(lambda: ike_mobike.announce_addresses(self, additional, now))
+
+    def abandon(self, reason: str, error: IkeError | None = None) -> None:
+        """Give the SA up without a word to the gateway: no path to it is left."""
+        self._tasks.abort()
+        self._close(reason, error)
+
+    def traffic_received(self, at: float) -> None:
+        """ESP from the gateway arrived at `at`: it is alive (no liveness check needed)."""
+        self.life.on_inbound(at)
+
+    def owns(self, data: bytes) -> bool:
+        """Whether an IKE datagram is for this IKE SA or one a rekey replaced (by our SPI)."""
+        spis = self.life.local_spis()
+        spis.add(self.spi_i if self.initiator else self.spi_r)
+        return data[:8] in spis or data[8:16] in spis
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -204,20 +278,36 @@ class IkeSA:
     def new_message(self, exchange: int, message_id: int, response: bool) -> Message:
         return Message(
             spi_i=self.spi_i, spi_r=self.spi_r, exchange=exchange, is_response=response,
-            is_initiator=True, message_id=message_id, payloads=[],
+            is_initiator=self.initiator, message_id=message_id, payloads=[],
             encrypted=exchange != ExchangeType.IKE_SA_INIT,
         )
 
-    def send_message(self, msg: Message) -> bytes:
-        packet = msg.encode(self.sk if msg.encrypted else None)
+    def send_message(self, msg: Message) -> list[bytes]:
+        """Encode `msg` (as RFC 7383 fragments if it is too large) and queue it."""
+        if msg.encrypted and self.sk is not None and self.peer_fragmentation \
+                and self.config.fragmentation:
+            packets = msg.encode_fragments(self.sk, self._max_message_size())
+        else:
+            packets = [msg.encode(self.sk if msg.encrypted else None)]
         if msg.exchange == ExchangeType.IKE_SA_INIT and not msg.is_response:
-            self.init_request = packet
-        log.info("sending %s (%d bytes)", msg.summary(), len(packet))
-        self._out.append(packet)
-        return packet
+            self.init_request = packets[0]
+        size = sum(len(p) for p in packets)
+        if len(packets) == 1:
+            log.info("sending %s (%d bytes)", msg.summary(), size)
+        else:
+            log.info("sending %s (%d bytes in %d fragments)", msg.summary(), size, len(packets))
+        self._out.extend(packets)
+        return packets
 
-    def send_raw(self, packet: bytes) -> None:
-        self._out.append(packet)
+    def send_raw(self, packets: bytes | list[bytes]) -> None:
+        """Queue datagrams again as they are (retransmission)."""
+        self._out.extend([packets] if isinstance(packets, bytes) else packets)
+
+    def _max_message_size(self) -> int:
+        """The IKE message that fits in `fragment_size` after IP, UDP and non-ESP marker."""
+        ip_header = 40 if ":" in self.remote_addr[0] else 20
+        marker = 4 if self.natt or self.remote_addr[1] != 500 else 0
+        return self.config.fragment_size - ip_header - 8 - marker
 
     def new_child_spi(self) -> int:
         while True:
@@ -240,10 +330,15 @@ class IkeSA:
 
     def _receive(self, data: bytes, now: float) -> None:
         header = parse_header(data)
+        if self.life.route(header, data):
+            return  # for an IKE SA a rekey replaced
         if header.spi_i != self.spi_i:
             raise RemoteProtocolError("message for an unknown IKE SA")
-        if header.flags & FLAG_INITIATOR:
-            raise RemoteProtocolError("message with the initiator flag set: we are the initiator")
+        if header.is_initiator == self.initiator:
+            raise RemoteProtocolError("message with our own initiator flag")
+        if header.next_payload == PayloadType.SKF:
+            self._on_fragment(data, header, now)
+            return
         if header.flags & FLAG_RESPONSE:
             if not self._tasks.expects(header.message_id, header.exchange):
                 raise RemoteProtocolError(
@@ -259,6 +354,39 @@ class IkeSA:
         else:
             self._on_request(data, header, now)
 
+    def _on_fragment(self, data: bytes, header: Header, now: float) -> None:
+        """One SKF datagram (RFC 7383 2.6): checked and verified on its own, then kept
+        until its message is complete. A fragment that fails is dropped alone."""
+        if self.sk is None or header.exchange == ExchangeType.IKE_SA_INIT:
+            raise RemoteProtocolError("IKE fragment before the IKE SA has keys")
+        if header.spi_r != self.spi_r:
+            raise RemoteProtocolError("IKE fragment with the wrong responder SPI")
+        response = header.is_response
+        if response and not self._tasks.expects(header.message_id, header.exchange):
+            raise RemoteProtocolError(f"unexpected response fragment {header.message_id}")
+        if not response and header.message_id != self._peer_next_id:
+            if header.message_id == self._peer_next_id - 1 and self._last_response:
+                # RFC 7383 2.6.1: only fragment 1 of a retransmitted request makes us resend.
+                if decode_fragment(data, self.sk).number == 1:
+                    log.info("retransmitting our response %d", header.message_id)
+                    self.send_raw(self._last_response[1])
+                return
+            raise RemoteProtocolError(f"request fragment with unexpected message ID "
+                                      f"{header.message_id}")
+        frag = decode_fragment(data, self.sk)
+        whole = self._fragments[response].add(frag)
+        if whole is None:
+            log.debug("received fragment %d of %d of message %d", frag.number, frag.total,
+                      header.message_id)
+            return
+        if not response:
+            self._on_request(data, header, now, whole)
+            return
+        msg = Message.from_fragments(header, whole.first_payload, whole.chain)
+        log.info("received %s (%d bytes in %d fragments)", msg.summary(), whole.size,
+                 whole.fragments)
+        self._run(lambda: self._on_response(msg, now))
+
     def _decode(self, data: bytes, exchange: int) -> Message:
         sk = None if exchange == ExchangeType.IKE_SA_INIT else self.sk
         if exchange != ExchangeType.IKE_SA_INIT and sk is None:
@@ -270,7 +398,12 @@ class IkeSA:
 
     def _on_response(self, msg: Message, now: float) -> None:
         exchange = msg.exchange
-        finished = self._tasks.process_response(msg, now)
+        self.life.on_inbound(now)
+        try:
+            finished = self._tasks.process_response(msg, now)
+        except RedirectRequested as redirect:
+            self._redirect(redirect.gateway, now)
+            return
         if exchange == ExchangeType.IKE_SA_INIT and finished:
             self.natt = True
         if finished and exchange == ExchangeType.IKE_AUTH:
@@ -286,6 +419,7 @@ class IkeSA:
         if not self.virtual_ips:
             raise RemoteProtocolError("the gateway assigned no virtual IP address")
         self.state = State.ESTABLISHED
+        self.life.start(self.now)
         self._events.append(
             IkeSaEstablished(
                 ike_proposal=self.ike_proposal_name,
@@ -305,21 +439,27 @@ class IkeSA:
             )
         )
 
-    def _on_request(self, data: bytes, header: Any, now: float) -> None:
+    def _on_request(self, data: bytes, header: Any, now: float,
+                    whole: Reassembled | None = None) -> None:
+        """A request from the gateway: one datagram, or `whole`, reassembled fragments."""
         if self.sk is None or header.spi_r != self.spi_r:
             raise RemoteProtocolError("request before the IKE SA has keys")
         if header.message_id == self._peer_next_id - 1 and self._last_response:
             log.info("retransmitting our response %d", header.message_id)
-            self._out.append(self._last_response[1])
+            self.send_raw(self._last_response[1])
             return
         if header.message_id != self._peer_next_id:
             raise RemoteProtocolError(f"request with unexpected message ID {header.message_id}")
         reply = Message(
             spi_i=self.spi_i, spi_r=self.spi_r, exchange=header.exchange, is_response=True,
-            is_initiator=True, message_id=header.message_id, payloads=[], encrypted=True,
+            is_initiator=self.initiator, message_id=header.message_id, payloads=[],
+            encrypted=True,
         )
         try:
-            msg = self._decode(data, header.exchange)
+            if whole is None:
+                msg = self._decode(data, header.exchange)
+            else:
+                msg = Message.from_fragments(header, whole.first_payload, whole.chain)
         except RemoteProtocolError as exc:
             ptype = getattr(exc, "unsupported_critical", None)
             if ptype is None:
@@ -333,37 +473,67 @@ class IkeSA:
             )
             self._last_response = (header.message_id, self.send_message(reply))
             return
-        log.info("received %s (%d bytes)", msg.summary(), len(data))
+        log.info("received %s (%d bytes)", msg.summary(), whole.size if whole else len(data))
         self._peer_next_id += 1
-        closing = False
-        if msg.exchange == ExchangeType.INFORMATIONAL:
-            closing = self._informational(msg, reply)
-        else:
-            # CREATE_CHILD_SA initiated by the gateway (rekeying) comes with roaming support.
-            reply.payloads.append(NotifyPayload(NotifyType.NO_ADDITIONAL_SAS))
+        self.life.on_inbound(now)
+        after = self._answer(msg, reply)
         packet = self.send_message(reply)
         self._last_response = (msg.message_id, packet)
-        if closing:
-            self._tasks.abort()
-            self._close("the gateway closed the connection", by_peer=True)
+        if after is not None:  # a Delete of the IKE SA, or a rekey to complete
+            self._run(after)
+            if self.state is State.ESTABLISHED:
+                self._run(lambda: self._tasks.initiate(now))
+        elif msg.exchange == ExchangeType.INFORMATIONAL:
+            self._redirect_request(msg, now)
 
-    def _informational(self, msg: Message, reply: Message) -> bool:
-        closing = False
-        deleted_out: list[bytes] = []
-        for d in msg.get_all(DeletePayload):
-            if d.protocol == ProtocolId.IKE:
-                closing = True
-            elif d.protocol == ProtocolId.ESP and self.child is not None:
-                for spi in d.spis:
-                    if spi == struct.pack("!I", self.child.spi_out):
-                        deleted_out.append(struct.pack("!I", self.child.spi_in))
-                        self._events.append(
-                            ChildSaDeleted(self.child.spi_in, self.child.spi_out)
-                        )
-                        self.child = None
-        if deleted_out and not closing:
-            reply.payloads.append(DeletePayload(ProtocolId.ESP, deleted_out))
-        return closing
+    def _answer(self, msg: Message, reply: Message) -> Callable[[], None] | None:
+        """Fill the reply to a request; what to do once it is sent, if anything."""
+        try:
+            if msg.exchange == ExchangeType.INFORMATIONAL:
+                ike_mobike.answer_request(self, msg, reply)
+                return self.life.answer_informational(msg, reply)
+            if msg.exchange == ExchangeType.CREATE_CHILD_SA:
+                return self.life.answer_create_child_sa(msg, reply)
+        except (RemoteProtocolError, CryptoError) as exc:
+            # An authentic request we cannot honour (a bad KE value, say) still gets an
+            # answer, or the gateway would retransmit it forever.
+            log.warning("gateway request %d: %s", msg.message_id, exc)
+            reply.payloads = [NotifyPayload(NotifyType.INVALID_SYNTAX)]
+            return None
+        reply.payloads.append(NotifyPayload(NotifyType.NO_ADDITIONAL_SAS))
+        return None
+
+    def _closed_by_peer(self) -> None:
+        self._tasks.abort()
+        self._close("the gateway closed the connection", by_peer=True)
+
+    # -- redirects (RFC 5685) -------------------------------------------------------
+    def _redirect_request(self, msg: Message, now: float) -> None:
+        """A REDIRECT in an INFORMATIONAL request (section 5), after we answered it."""
+        notify = msg.notify(NotifyType.REDIRECT)
+        if notify is None or self.state is not State.ESTABLISHED:
+            return
+        if not self.config.follow_redirects:
+            log.warning("ignoring a REDIRECT: following redirects is disabled")
+            return
+        try:
+            gateway, _ = decode_gateway(notify.data)
+        except RemoteProtocolError as exc:
+            log.warning("ignoring a REDIRECT: %s", exc)
+            return
+        self._redirect(gateway, now)
+
+    def _redirect(self, gateway: str, now: float) -> None:
+        """Leave for `gateway`: an SA the gateway authenticated is deleted there first."""
+        log.info("the gateway redirects us to %s", gateway)
+        self._events.append(IkeSaRedirected(gateway, self.state is State.ESTABLISHED))
+        self._tasks.abort()
+        if self.peer_authenticated and self.state in (State.CONNECTING, State.ESTABLISHED):
+            self.state = State.DELETING
+            self._tasks.queue_tasks([IkeDelete(self)], DELETE_POLICY)
+            self._run(lambda: self._tasks.initiate(now))
+        else:
+            self._close(f"redirected to {gateway}")
 
     def _fail(self, exc: IkeError) -> None:
         self._tasks.abort()

@@ -1,8 +1,10 @@
-"""IKEv2 messages (RFC 7296 section 3.1) and SK payload protection (section 3.14).
+"""IKEv2 messages (RFC 7296 section 3.1), SK payload protection (section 3.14) and
+IKE fragments (RFC 7383 section 2.5, the SKF payload).
 
-IKE fragmentation (RFC 7383, the SKF payload) belongs here too and is not implemented yet:
-`decode_chain` rejects SKF, and `Message.encode` always produces one datagram. Fragmenting
-would split the inner chain after `encode_chain` and seal each piece with its own SKF header.
+A fragmented message is its inner payload chain cut into pieces, each sealed on its own
+under an SKF header that carries Fragment Number and Total Fragments (covered by the ICV).
+`Message.encode_fragments` cuts, `decode_fragment` verifies and opens one piece, and
+`Message.from_fragments` decodes the reassembled chain (fragments.py collects the pieces).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from .payloads import (
 IKE_VERSION = 0x20  # major 2, minor 0
 _SK_HEADER_LEN = 4
 _HEADER = struct.Struct("!8s8sBBBBII")
+# SKF: generic payload header, then Fragment Number and Total Fragments (RFC 7383 2.5).
+_SKF_HEADER = struct.Struct("!BBHHH")
+SKF_HEADER_LEN = _SKF_HEADER.size
 
 
 @dataclass
@@ -134,10 +139,13 @@ class Message:
         return _HEADER.pack(self.spi_i, self.spi_r, next_payload, IKE_VERSION, self.exchange,
                             flags, self.message_id, length)
 
-    def encode(self, sk: SkContext | None = None) -> bytes:
+    def _inner_chain(self) -> tuple[int, bytes]:
         if any(isinstance(p, SkPayload) for p in self.payloads):
             raise LocalProtocolError("put inner payloads in Message.payloads, not an SkPayload")
-        first, chain = encode_chain(self.payloads)
+        return encode_chain(self.payloads)
+
+    def encode(self, sk: SkContext | None = None) -> bytes:
+        first, chain = self._inner_chain()
         if not self.encrypted:
             return self._header(first, IKE_HEADER_LEN + len(chain)) + chain
         if sk is None:
@@ -148,10 +156,51 @@ class Message:
         # The ICV/AEAD tag covers the IKE header and the SK generic header (RFC 7296 3.14).
         aad = self._header(PayloadType.SK, IKE_HEADER_LEN + sk_len)
         aad += struct.pack("!BBH", first, 0, sk_len)
-        body = sk.cipher.seal(sk.encr_out, sk.integ_out, sk.rng(sk.cipher.iv_size), aad, chain)
-        if len(body) != sk_len - _SK_HEADER_LEN:
-            raise LocalProtocolError("SK cipher produced a body of unexpected length")
-        return aad + body
+        return aad + _seal(sk, aad, chain, sk_len - _SK_HEADER_LEN)
+
+    def encode_fragments(self, sk: SkContext, max_size: int) -> list[bytes]:
+        """The message as datagrams of at most `max_size` bytes (IKE header included).
+
+        One ordinary SK datagram when it fits; otherwise SKF fragments (RFC 7383 2.5),
+        each sealed separately, the first naming the first inner payload type.
+        """
+        if not self.encrypted:
+            raise LocalProtocolError("only protected messages can be fragmented")
+        first, chain = self._inner_chain()
+        whole = IKE_HEADER_LEN + _SK_HEADER_LEN + sk.cipher.body_length(len(chain))
+        if whole <= max_size:
+            return [self.encode(sk)]
+        room = fragment_capacity(sk, max_size)
+        total = -(-len(chain) // room)
+        if total > 0xFFFF:
+            raise LocalProtocolError(f"{len(chain)} bytes need more than 65535 fragments")
+        out = []
+        for number in range(1, total + 1):
+            piece = chain[(number - 1) * room : number * room]
+            body_len = sk.cipher.body_length(len(piece))
+            skf_len = SKF_HEADER_LEN + body_len
+            aad = self._header(PayloadType.SKF, IKE_HEADER_LEN + skf_len)
+            # RFC 7383 2.5: only the first fragment names the first inner payload.
+            aad += _SKF_HEADER.pack(first if number == 1 else 0, 0, skf_len, number, total)
+            out.append(aad + _seal(sk, aad, piece, body_len))
+        return out
+
+    @classmethod
+    def from_fragments(cls, header: Header, first_payload: int, chain: bytes) -> Message:
+        """The message whose inner chain was reassembled from verified fragments."""
+        payloads = decode_chain(first_payload, chain)
+        if any(isinstance(p, SkPayload) for p in payloads):
+            raise RemoteProtocolError("SK payload inside a fragmented message")
+        return cls(
+            spi_i=header.spi_i,
+            spi_r=header.spi_r,
+            exchange=_known(ExchangeType, header.exchange),
+            is_response=header.is_response,
+            is_initiator=header.is_initiator,
+            message_id=header.message_id,
+            payloads=payloads,
+            encrypted=True,
+        )
 
     @classmethod
     def decode(cls, data: bytes, sk: SkContext | None = None) -> Message:
@@ -198,6 +247,61 @@ class Message:
         kind = "response" if self.is_response else "request"
         items = " ".join(_describe(p) for p in self.payloads)
         return f"{exchange} {kind} {self.message_id} [ {items + ' ' if items else ''}]"
+
+
+def _seal(sk: SkContext, aad: bytes, plaintext: bytes, body_len: int) -> bytes:
+    body = sk.cipher.seal(sk.encr_out, sk.integ_out, sk.rng(sk.cipher.iv_size), aad, plaintext)
+    if len(body) != body_len:
+        raise LocalProtocolError("SK cipher produced a body of unexpected length")
+    return body
+
+
+def fragment_capacity(sk: SkContext, max_size: int) -> int:
+    """How many inner-chain bytes one SKF datagram of at most `max_size` bytes carries."""
+    budget = max_size - IKE_HEADER_LEN - SKF_HEADER_LEN
+    room = budget - sk.cipher.iv_size - sk.cipher.icv_size - 1
+    while room > 0 and sk.cipher.body_length(room) > budget:
+        room -= 1  # CBC padding: at most one block's worth of steps
+    if room < 1:
+        raise LocalProtocolError(f"a fragment of {max_size} bytes has no room for data")
+    return room
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One verified, decrypted SKF payload (RFC 7383 2.5)."""
+
+    header: Header
+    number: int
+    total: int
+    first_payload: int  # the SKF's Next Payload: meaningful in fragment 1 only
+    data: bytes = field(repr=False)
+    size: int = 0  # of the datagram, for logging
+
+
+def decode_fragment(data: bytes, sk: SkContext) -> Fragment:
+    """Parse a datagram whose only payload is SKF; verify and decrypt it with `sk`.
+
+    Raises RemoteProtocolError for malformed input and CryptoError when the integrity
+    check fails (such a fragment is dropped; the others of its message are kept).
+    """
+    data = bytes(data)
+    h = parse_header(data)
+    if h.next_payload != PayloadType.SKF:
+        raise RemoteProtocolError("not an IKE fragment (first payload is not SKF)")
+    if len(data) < IKE_HEADER_LEN + SKF_HEADER_LEN:
+        raise RemoteProtocolError("SKF payload: truncated header")
+    next_type, _, length, number, total = _SKF_HEADER.unpack_from(data, IKE_HEADER_LEN)
+    if length != len(data) - IKE_HEADER_LEN:
+        raise RemoteProtocolError(
+            f"SKF payload: length {length}, but {len(data) - IKE_HEADER_LEN} bytes follow the"
+            " header (it must be the only payload)"
+        )
+    if not 1 <= number <= total:
+        raise RemoteProtocolError(f"SKF payload: fragment {number} of {total}")
+    aad = data[: IKE_HEADER_LEN + SKF_HEADER_LEN]
+    plain = sk.cipher.open(sk.encr_in, sk.integ_in, aad, data[IKE_HEADER_LEN + SKF_HEADER_LEN :])
+    return Fragment(h, number, total, next_type, plain, len(data))
 
 
 def _known(enum: type, value: int) -> int:

@@ -807,9 +807,9 @@ def decode_chain(first_type: int, data: bytes) -> list[Payload]:
             out.append(SkPayload(body, next_type, critical))
             return out
         if ptype == PayloadType.SKF:
-            # RFC 7383 fragments: reassembly belongs in message.py (not implemented yet;
-            # we do not announce IKEV2_FRAGMENTATION_SUPPORTED, so peers must not send SKF).
-            raise RemoteProtocolError("SKF (IKE fragmentation) is not supported yet")
+            # RFC 7383: a fragment's SKF is its only payload; message.decode_fragment reads
+            # it before any chain is walked, so an SKF here follows other payloads.
+            raise RemoteProtocolError("SKF payload after other payloads")
         cls = PAYLOAD_CLASSES.get(ptype)
         if cls is None:
             if critical:

@@ -349,3 +349,28 @@ def without_dh(proposals: list[Proposal]) -> list[Proposal]:
 def with_spi(proposals: list[Proposal], spi: bytes) -> list[Proposal]:
     """Copies carrying `spi` (our inbound ESP SPI, or the new IKE SPI when rekeying)."""
     return [Proposal(p.number, p.protocol, spi, list(p.transforms)) for p in proposals]
+
+
+def select_proposal(offered: list[Proposal], acceptable: list[Proposal],
+                    ke_group: int | None = None) -> Proposal | None:
+    """Choose as the responder (the gateway rekeys, RFC 7296 2.7): the first of the peer's
+    proposals one of ours covers, one transform of each type, the first the peer lists
+    among ours, except that the group of the peer's KE payload is preferred (no
+    INVALID_KE_PAYLOAD round). The result carries the peer's number and SPI."""
+    for theirs in offered:
+        types = list(dict.fromkeys(t.type for t in theirs.transforms))
+        for ours in acceptable:
+            if ours.protocol != theirs.protocol or set(types) != {
+                    t.type for t in ours.transforms}:
+                continue
+            picked = []
+            for ttype in types:
+                options = [t for t in theirs.of_type(ttype) if t in ours.transforms]
+                if ttype == TransformType.DH:
+                    options = [t for t in options if t.id == ke_group] or options
+                if not options:
+                    break
+                picked.append(options[0])
+            else:
+                return Proposal(theirs.number, theirs.protocol, theirs.spi, picked)
+    return None

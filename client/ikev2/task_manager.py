@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
 
+from .constants import ExchangeType
 from .errors import PeerUnreachable, RemoteProtocolError
 from .message import Message
 from .tasks.base import Status, Task
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from .ike_sa import IkeSA
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", bound=Task)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class _Exchange:
     exchange: int
     policy: RetransmitPolicy
     message_id: int = 0
-    packet: bytes = b""
+    packets: list[bytes] = field(default_factory=list)  # the request, or its fragments
     attempt: int = 0
     deadline: float = 0.0
 
@@ -62,15 +64,31 @@ class TaskManager:
         self.next_id = 0
 
     # -- initiating -----------------------------------------------------------------
-    def queue_tasks(self, tasks: list[Task], policy: RetransmitPolicy | None = None) -> None:
-        self.queue.append((tasks, policy))
+    def queue_tasks(self, tasks: list[Task], policy: RetransmitPolicy | None = None,
+                    front: bool = False) -> None:
+        """Queue one exchange; `front` puts it before the others (a Delete after a rekey)."""
+        self.queue.insert(0 if front else len(self.queue), (tasks, policy))
 
     def initiate(self, now: float) -> None:
-        if self.active is not None or not self.queue:
-            return
-        tasks, policy = self.queue.pop(0)
-        self.active = _Exchange(tasks, tasks[0].exchange, policy or self.sa.config.retransmit)
-        self._send_request(now, new_id=True)
+        while self.active is None and self.queue:
+            tasks, policy = self.queue.pop(0)
+            # A rekey queued for an SA that meanwhile was rekeyed or deleted has nothing to do.
+            tasks = [t for t in tasks if not t.obsolete()]
+            if not tasks:
+                continue
+            self.active = _Exchange(tasks, tasks[0].exchange, policy or self.sa.config.retransmit)
+            self._send_request(now, new_id=True)
+
+    @property
+    def idle(self) -> bool:
+        return self.active is None and not self.queue
+
+    def in_flight(self, kind: type[T]) -> T | None:
+        """The task of class `kind` whose request is on its way, if there is one."""
+        ex = self.active
+        if ex is None:
+            return None
+        return next((t for t in ex.tasks if isinstance(t, kind)), None)
 
     def _send_request(self, now: float, new_id: bool) -> None:
         ex = self.active
@@ -81,7 +99,7 @@ class TaskManager:
         msg = self.sa.new_message(ex.exchange, ex.message_id, response=False)
         for task in ex.tasks:
             task.build(msg)
-        ex.packet = self.sa.send_message(msg)
+        ex.packets = self.sa.send_message(msg)
         ex.attempt = 0
         ex.deadline = now + ex.policy.delay(0)
 
@@ -106,7 +124,7 @@ class TaskManager:
         ex.attempt += 1
         ex.deadline = now + ex.policy.delay(ex.attempt)
         log.info("retransmit %d of %s request %d", ex.attempt, _name(ex.exchange), ex.message_id)
-        self.sa.send_raw(ex.packet)
+        self.sa.send_raw(ex.packets)  # every fragment again (RFC 7383 2.6)
 
     # -- responses ------------------------------------------------------------------
     def expects(self, message_id: int, exchange: int) -> bool:
@@ -126,8 +144,9 @@ class TaskManager:
             elif status is Status.NEED_MORE:
                 remaining.append(task)
         if retry:
-            # COOKIE / INVALID_KE: the same exchange again with message ID 0.
-            self._send_request(now, new_id=False)
+            # COOKIE / INVALID_KE: IKE_SA_INIT again with message ID 0; any other exchange
+            # is over with its error response, so the retry is a new one (RFC 7296 2.2).
+            self._send_request(now, new_id=ex.exchange != ExchangeType.IKE_SA_INIT)
             return False
         if remaining:
             ex.tasks = remaining
@@ -138,8 +157,6 @@ class TaskManager:
 
 
 def _name(exchange: int) -> str:
-    from .constants import ExchangeType
-
     try:
         return ExchangeType(exchange).name
     except ValueError:  # pragma: no cover - we only send known exchanges

@@ -39,7 +39,8 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     A bind-mounted file (as `ip netns exec` sets up for /etc/resolv.conf) cannot be renamed
     over (EBUSY): it is then rewritten in place.
     """
-    tmp = path.with_name(f".{path.name}.vpnclient-tmp")
+    # Unique per process: /etc is shared by every network namespace on the machine.
+    tmp = path.with_name(f".{path.name}.vpnclient-{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -167,7 +168,7 @@ def undo(state: dict[str, Any]) -> None:
     path = Path(state["path"])
     backup = Path(state["backup"])
     if "symlink" in state:
-        tmp = path.with_name(f".{path.name}.vpnclient-link")
+        tmp = path.with_name(f".{path.name}.vpnclient-{os.getpid()}.link")
         tmp.unlink(missing_ok=True)
         os.symlink(state["symlink"], tmp)
         os.replace(tmp, path)

@@ -46,10 +46,14 @@ def test_gateway_dpd_answered(clean_lab, run_client) -> None:
 
 
 def terminate_from_gateway(lab, client) -> int:
-    """Connect `client` (no -v, stderr apart), end its IKE SA on the gateway; its exit code."""
+    """Connect `client` (no -v, stderr apart), end its IKE SA on the gateway; its exit code.
+
+    Reconnecting is off: with it on, the client would come back (test_reconnect.py).
+    """
     # No -v: what the user sees is the client's own message, not the protocol log.
-    client.start_connect(lab.profile("eap-mschapv2"), lab.secret("eap-mschapv2"),
-                         verbose=0, separate_stderr=True)
+    profile = lab.profile("eap-mschapv2", reconnect={"auto": False})
+    client.start_connect(profile, lab.secret("eap-mschapv2"), verbose=0,
+                         separate_stderr=True)
     client.wait_connected()
     assert lab.ping(LAN_HOST, count=1).ok, client.log_tail()
     result = lab.gateway.swanctl(["--terminate", "--ike", "eap-mschapv2", "--timeout", "5"],

@@ -6,12 +6,14 @@ connection to one gateway address).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.lab.charon import CharonInstance, strongswan_conf
 from tests.lab.netns import Namespace
-from tests.lab.pki import GATEWAY_ID, TestPKI
+from tests.lab.pki import GATEWAY_ID, Credential, TestPKI
 
 EAP_USER = "alice"
 EAP_PASSWORD = "lab-Passw0rd"
@@ -25,6 +27,10 @@ LAN_TS = "198.18.0.0/16"
 LAN_HOST = "198.18.0.1"
 LAN6_TS = "2001:db8:1::/64"
 LAN6_HOST = "2001:db8:1::1"
+# strongSwan's EAP-TLS server picks its certificate by identity alone (not the
+# connection's `certs`), and evil_gateway carries every SAN of `gateway`: the EAP-TLS
+# scenarios use an identity that only the tls_gateway certificate has.
+TLS_GATEWAY_ID = "vpn-tls.example.com"
 UNREACHABLE_ADDR = "192.0.2.9"  # on the gateway, but every packet to it is dropped
 # Not on the client's link: only its default route reaches it, which a full tunnel takes
 # over, so only the client's fwmark keeps IKE/ESP to it outside the tunnel.
@@ -49,6 +55,13 @@ class Scenario:
     local_ts: str = LAN_TS
     dpd_delay: str = "30"
     local_auth: str = "pubkey"  # "eap": EAP-only (RFC 5998), the gateway shows no certificate
+    # RFC 4739: the client's rounds (remote-1, remote-2, ...) instead of remote_auth alone
+    remote_rounds: tuple[str, ...] = ()
+    # Lifetimes: swanctl.conf lines of the connection / of its child (rekey_time, ...)
+    ike_times: tuple[str, ...] = ()
+    child_times: tuple[str, ...] = ()
+    esp_proposals: str = ESP_PROPOSALS
+    unique: str = "never"
 
     @property
     def conn_name(self) -> str:
@@ -74,6 +87,25 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("eap-only", "192.0.2.11", "eap-mschapv2", None, local_auth="eap"),
         # Liveness checks from the gateway every second.
         Scenario("dpd", "192.0.2.10", "eap-mschapv2", "gateway", dpd_delay="1s"),
+        # EAP-TLS (TLS 1.2 unless a test raises charon.tls.version_max, see tls_version_max).
+        Scenario("eap-tls", "192.0.2.12", "eap-tls", "tls_gateway", TLS_GATEWAY_ID),
+        # EAP-only with EAP-TLS: the TLS server certificate is all that vouches for it.
+        Scenario("eap-tls-only", "192.0.2.13", "eap-tls", None, TLS_GATEWAY_ID,
+                 local_auth="eap"),
+        # RFC 4739: the client's certificate, then EAP-MSCHAPv2 as EAP_USER.
+        Scenario("cert-eap", "192.0.2.14", "pubkey", "gateway",
+                 remote_rounds=("pubkey", "eap-mschapv2")),
+        # The gateway rekeys the CHILD_SA every ~20 s (with PFS) and the IKE SA every ~60 s.
+        Scenario("rekey", "192.0.2.20", "eap-mschapv2", "gateway",
+                 ike_times=("rekey_time = 60s", "rand_time = 5s", "over_time = 30s"),
+                 child_times=("rekey_time = 20s", "rand_time = 2s", "life_time = 40s"),
+                 esp_proposals=f"aes256gcm16-x25519, {ESP_PROPOSALS}"),
+        # The gateway accepts our authentication for 30 s (AUTH_LIFETIME, RFC 4478).
+        Scenario("reauth", "192.0.2.21", "eap-mschapv2", "gateway",
+                 ike_times=("reauth_time = 30s", "rand_time = 0s", "over_time = 20s")),
+        # Reconnect tests restart or silence the gateway. unique = no: a client's
+        # INITIAL_CONTACT replaces the IKE SA it left behind (strongSwan's default).
+        Scenario("reconnect", "192.0.2.22", "eap-mschapv2", "gateway", unique="no"),
     )
 }
 GATEWAY_ADDRS = tuple(s.addr for s in SCENARIOS.values())
@@ -90,37 +122,61 @@ def _connection(s: Scenario) -> str:
         local = f"""            auth = pubkey
             certs = {s.gateway_cert}.crt.pem
             id = {s.gateway_id}"""
-    if s.remote_auth == "pubkey":
-        remote = """            auth = pubkey
-            cacerts = ca.crt.pem"""
-    elif s.remote_auth == "psk":
-        remote = """            auth = psk"""
+    if s.remote_rounds:
+        remotes = "\n".join(
+            f"        remote-{i} {{\n{_remote(auth)}\n        }}"
+            for i, auth in enumerate(s.remote_rounds, 1)
+        )
     else:
-        remote = f"""            auth = {s.remote_auth}
-            eap_id = %any"""
+        remotes = f"        remote {{\n{_remote(s.remote_auth)}\n        }}"
     return f"""    {s.conn_name} {{
         version = 2
         local_addrs = {s.addr}
         proposals = {IKE_PROPOSALS}
         pools = {s.pools}
-        unique = never
+        unique = {s.unique}
         send_cert = always
-        dpd_delay = {s.dpd_delay}
+        dpd_delay = {s.dpd_delay}{_lines(s.ike_times, 8)}
         local {{
 {local}
         }}
-        remote {{
-{remote}
-        }}
+{remotes}
         children {{
             lan {{
                 local_ts = {s.local_ts}
-                esp_proposals = {ESP_PROPOSALS}
-                dpd_action = clear
+                esp_proposals = {s.esp_proposals}
+                dpd_action = clear{_lines(s.child_times, 16)}
             }}
         }}
     }}
 """
+
+
+def _lines(settings: tuple[str, ...], indent: int) -> str:
+    """One setting per line: a swanctl.conf value runs to the end of its line."""
+    return "".join(f"\n{' ' * indent}{line}" for line in settings)
+
+
+def _remote(auth: str) -> str:
+    if auth == "pubkey":
+        return """            auth = pubkey
+            cacerts = ca.crt.pem"""
+    if auth == "psk":
+        return """            auth = psk"""
+    return f"""            auth = {auth}
+            eap_id = %any"""
+
+
+def tls_gateway(pki: TestPKI) -> Credential:
+    """The EAP-TLS scenarios' gateway certificate (TLS_GATEWAY_ID), made once per PKI."""
+    cred = getattr(pki, "tls_gateway", None)
+    if cred is None:
+        cred = pki._issue(
+            "tls-gateway", pki.ca, "rsa", 2048, f"C=CH, O=vpnclient lab, CN={TLS_GATEWAY_ID}",
+            [TLS_GATEWAY_ID], ["serverAuth", "ikeIntermediate"],
+        )
+        pki.tls_gateway = cred  # type: ignore[attr-defined]
+    return cred
 
 
 def swanctl_conf() -> str:
@@ -163,7 +219,8 @@ class StrongSwanGateway(CharonInstance):
         self.conf_path.write_text(strongswan_conf(self.log_path))
         pki = self.pki
         self.install_file("x509ca", "ca.crt.pem", pki.ca.cert_pem)
-        for attr in ("gateway", "gateway_other", "evil_gateway"):
+        tls_gateway(pki)
+        for attr in ("gateway", "gateway_other", "evil_gateway", "tls_gateway"):
             cred = getattr(pki, attr)
             self.install_file("x509", f"{attr}.crt.pem", cred.cert_pem)
             self.install_file("private", f"{attr}.key.pem", cred.key_pem, 0o600)
@@ -173,6 +230,22 @@ class StrongSwanGateway(CharonInstance):
     def start(self, timeout: float = 10.0) -> None:
         super().start(timeout)
         self.load_all()
+
+    @contextmanager
+    def tls_version_max(self, version: str) -> Iterator[None]:
+        """EAP-TLS up to TLS `version` ("1.3") meanwhile; strongSwan 5.9.8 offers 1.2 only
+        by default and sets TLS versions for the whole daemon (charon.tls.version_max)."""
+        self._reload_settings(f"    tls {{\n        version_max = {version}\n    }}")
+        try:
+            yield
+        finally:
+            self._reload_settings("")
+
+    def _reload_settings(self, extra_charon: str) -> None:
+        # Appending: a reload reopens the log file, which `append = no` would empty.
+        text = strongswan_conf(self.log_path, extra_charon=extra_charon)
+        self.conf_path.write_text(text.replace("append = no", "append = yes"))
+        self.swanctl(["--reload-settings"])
 
     def terminate_all(self) -> None:
         """Force-close every IKE_SA (cleanup between tests)."""

@@ -21,6 +21,10 @@ CONN = "lab"
 CHILD = "lan"
 
 
+def _lines(settings: tuple[str, ...], indent: int) -> str:
+    return "".join(f"\n{' ' * indent}{line}" for line in settings)
+
+
 class StrongSwanClient(CharonInstance):
     def __init__(
         self,
@@ -31,6 +35,8 @@ class StrongSwanClient(CharonInstance):
         ike_proposals: str = "default",
         esp_proposals: str = "default",
         password: str | None = None,
+        conn_extra: tuple[str, ...] = (),
+        child_extra: tuple[str, ...] = (),
     ) -> None:
         super().__init__(ns, base, "strongswan-client")
         self.pki = pki
@@ -39,6 +45,10 @@ class StrongSwanClient(CharonInstance):
         self.ike_proposals = ike_proposals
         self.esp_proposals = esp_proposals
         self.password = password
+        # swanctl.conf settings of the connection / its child, one per line (e.g. for
+        # reconnecting: "keyingtries = 0", "close_action = start", "dpd_action = restart").
+        self.conn_extra = conn_extra
+        self.child_extra = child_extra
 
     def _local_and_secrets(self) -> tuple[str, str]:
         s = self.scenario
@@ -80,7 +90,7 @@ class StrongSwanClient(CharonInstance):
         version = 2
         remote_addrs = {self.gateway_addr}
         vips = 0.0.0.0
-        proposals = {self.ike_proposals}
+        proposals = {self.ike_proposals}{_lines(self.conn_extra, 8)}
         local {{
 {local}
         }}
@@ -91,7 +101,7 @@ class StrongSwanClient(CharonInstance):
         children {{
             {CHILD} {{
                 remote_ts = {LAN_TS}
-                esp_proposals = {self.esp_proposals}
+                esp_proposals = {self.esp_proposals}{_lines(self.child_extra, 16)}
             }}
         }}
     }}

@@ -373,8 +373,8 @@ def test_required_keys(key: str) -> None:
     ("reconnect.auto", None, None),  # null means "use the default"
     ("reconnect.max-backoff", 1, "reconnect.max-backoff: must be an integer between 5 and 3600"),
     ("kill-switch", "on", "kill-switch: must be true or false"),
-    ("lifetimes.ike", 10, "lifetimes.ike: must be an integer between 300 and 86400"),
-    ("lifetimes.child", 10**9, "lifetimes.child: must be an integer between 60 and 86400"),
+    ("lifetimes.ike", 10, "lifetimes.ike: must be an integer between 30 and 86400"),
+    ("lifetimes.child", 10**9, "lifetimes.child: must be an integer between 10 and 86400"),
 ])
 def test_invalid_values(path: str, value: Any, expected: str | None) -> None:
     doc = with_key(path, value)

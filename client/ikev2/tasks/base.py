@@ -32,3 +32,7 @@ class Task:
     def process(self, msg: Message) -> Status:
         """Read the response; raise an IkeError subclass on failure."""
         return Status.DONE
+
+    def obsolete(self) -> bool:
+        """True when a queued task no longer has anything to do (its SA is gone)."""
+        return False

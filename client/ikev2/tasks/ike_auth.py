@@ -2,6 +2,12 @@
 
 Nothing the gateway says in IKE_AUTH is acted on before its AUTH payload verified: the
 tasks that follow this one in the exchange check `sa.peer_authenticated` first.
+
+Several rounds (RFC 4739, `IkeConfig.auth_rounds`, e.g. certificate then EAP): the first
+request carries N(MULTIPLE_AUTH_SUPPORTED) and, with its AUTH, N(ANOTHER_AUTH_FOLLOWS);
+the gateway authenticates itself in its answer; each later round starts with a new IDi
+(the EAP identity) and no AUTH, which makes the gateway start EAP, and ends with the AUTH
+from the MSK computed over that round's IDi.
 """
 
 from __future__ import annotations
@@ -13,10 +19,16 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..auth import certs, pubkey
 from ..auth.eap.peer import EapPeer
+from ..auth.eap.tls import TlsCredentials
 from ..auth.octets import signed_octets
 from ..auth.psk import psk_auth_data, psk_verify
 from ..constants import AuthMethod, CertEncoding, EapCode, EapType, ExchangeType, NotifyType
-from ..errors import AuthenticationFailed, PeerNotTrusted, RemoteProtocolError
+from ..errors import (
+    AuthenticationFailed,
+    LocalProtocolError,
+    PeerNotTrusted,
+    RemoteProtocolError,
+)
 from ..message import Message
 from ..payloads import (
     AuthPayload,
@@ -32,7 +44,7 @@ from .base import Status, Task
 log = logging.getLogger(__name__)
 
 # EAP methods that authenticate the gateway too, so that EAP-only (RFC 5998) is safe.
-MUTUAL_EAP = {EapType.MSCHAPV2}
+MUTUAL_EAP = {EapType.MSCHAPV2, EapType.TLS}
 # Requests that carry no credentials and so may come before the method is known.
 EAP_PRELUDE = {EapType.IDENTITY, EapType.NOTIFICATION}
 
@@ -43,58 +55,51 @@ class IkeAuth(Task):
     def __init__(self, sa) -> None:
         super().__init__(sa)
         cfg = sa.config
+        self.rounds: tuple[str, ...] = cfg.auth_rounds or (cfg.auth_method,)
+        # One round, or RFC 4739's certificate (or PSK) round followed by an EAP round.
+        two = len(self.rounds) == 2 and self.rounds[0] != "eap" and self.rounds[1] == "eap"
+        if len(self.rounds) != 1 and not two:
+            raise LocalProtocolError(f"unsupported authentication rounds {self.rounds}")
+        self.round_index = 0  # which of self.rounds is running
         self.idi = IdiPayload.from_string(cfg.local_id)
-        self.eap: EapPeer | None = None
-        if cfg.auth_method == "eap":
-            self.eap = EapPeer(
-                cfg.eap_identity or cfg.local_id, cfg.eap_password,
-                methods=cfg.eap_methods, rng=sa.rng,
-            )
-        self.round = 0
+        self.eap: EapPeer | None = self._new_eap() if self.rounds[0] == "eap" else None
+        self.messages = 0  # IKE_AUTH requests built so far
+        self.start_round = False  # the next request opens a round after the first
         self.pending_eap: bytes | None = None
         self.send_msk_auth = False
         self.idr: IdrPayload | None = None
         self.eap_only = False  # the gateway skipped its AUTH: EAP must authenticate it
         self.peer_cert: x509.Certificate | None = None
 
+    @property
+    def method(self) -> str:
+        return self.rounds[self.round_index]
+
+    def _new_eap(self) -> EapPeer:
+        cfg = self.sa.config
+        tls = None
+        if cfg.certificate is not None and cfg.private_key is not None:
+            tls = TlsCredentials(
+                cfg.private_key, cfg.certificate, list(cfg.cert_chain),
+                cfg.trust_anchors, cfg.remote_id, cfg.wall_clock,
+            )
+        return EapPeer(
+            cfg.eap_identity or cfg.local_id, cfg.eap_password,
+            methods=cfg.eap_methods, rng=self.sa.rng, tls=tls,
+        )
+
     # -- building -------------------------------------------------------------------
     def build(self, msg: Message) -> None:
-        self.round += 1
+        self.messages += 1
         cfg, sa = self.sa.config, self.sa
-        if self.round == 1:
+        if self.messages == 1:
+            self._build_first(msg)
+            return
+        if self.start_round:
+            # RFC 4739 2: a later round opens with its own IDi and, for EAP, no AUTH.
+            self.start_round = False
+            self.idi = IdiPayload.from_string(cfg.eap_identity or cfg.local_id)
             msg.payloads.append(self.idi)
-            if cfg.auth_method == "pubkey":
-                for cert in [cfg.certificate, *cfg.cert_chain]:
-                    msg.payloads.append(
-                        CertPayload(CertEncoding.X509_SIGNATURE, cert.public_bytes(Encoding.DER))
-                    )
-            if cfg.send_certreq and cfg.trust_anchors and cfg.auth_method != "psk":
-                msg.payloads.append(
-                    CertReqPayload(
-                        CertEncoding.X509_SIGNATURE,
-                        b"".join(certs.certreq_hash(c) for c in cfg.trust_anchors),
-                    )
-                )
-            if cfg.send_idr:
-                msg.payloads.append(IdrPayload.from_string(cfg.remote_id))
-            if cfg.auth_method == "psk":
-                octets = self._our_octets(sa.keys.sk_pi)
-                msg.payloads.append(
-                    AuthPayload(AuthMethod.PSK, psk_auth_data(sa.prf, cfg.psk, octets))
-                )
-            elif cfg.auth_method == "pubkey":
-                octets = self._our_octets(sa.keys.sk_pi)
-                method, data = pubkey.sign(
-                    cfg.private_key, octets,
-                    peer_hashes=sa.peer_hash_algorithms, rsa_pss=cfg.rsa_pss,
-                )
-                msg.payloads.append(AuthPayload(method, data))
-            msg.payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
-            if cfg.auth_method == "eap":
-                # Announced even without the profile's opt-in (as strongSwan's client does),
-                # so that an EAP-only gateway shows its hand and we can refuse it with the
-                # true reason instead of its generic AUTHENTICATION_FAILED.
-                msg.payloads.append(NotifyPayload(NotifyType.EAP_ONLY_AUTHENTICATION))
             return
         if self.pending_eap is not None:
             msg.payloads.append(EapPayload(self.pending_eap))
@@ -104,6 +109,51 @@ class IkeAuth(Task):
             secret = self.eap.msk or sa.keys.sk_pi
             octets = self._our_octets(sa.keys.sk_pi)
             msg.payloads.append(AuthPayload(AuthMethod.PSK, psk_auth_data(sa.prf, secret, octets)))
+
+    def _build_first(self, msg: Message) -> None:
+        cfg, sa = self.sa.config, self.sa
+        method = self.method
+        msg.payloads.append(self.idi)
+        if method == "pubkey":
+            for cert in [cfg.certificate, *cfg.cert_chain]:
+                msg.payloads.append(
+                    CertPayload(CertEncoding.X509_SIGNATURE, cert.public_bytes(Encoding.DER))
+                )
+        if cfg.send_certreq and cfg.trust_anchors and method != "psk":
+            msg.payloads.append(
+                CertReqPayload(
+                    CertEncoding.X509_SIGNATURE,
+                    b"".join(certs.certreq_hash(c) for c in cfg.trust_anchors),
+                )
+            )
+        if cfg.send_idr:
+            msg.payloads.append(IdrPayload.from_string(cfg.remote_id))
+        if method == "psk":
+            octets = self._our_octets(sa.keys.sk_pi)
+            msg.payloads.append(AuthPayload(AuthMethod.PSK, psk_auth_data(sa.prf, cfg.psk, octets)))
+        elif method == "pubkey":
+            octets = self._our_octets(sa.keys.sk_pi)
+            auth_method, data = pubkey.sign(
+                cfg.private_key, octets,
+                peer_hashes=sa.peer_hash_algorithms, rsa_pss=cfg.rsa_pss,
+            )
+            msg.payloads.append(AuthPayload(auth_method, data))
+        if cfg.initial_contact:  # not while the SA we reauthenticate is still up
+            msg.payloads.append(NotifyPayload(NotifyType.INITIAL_CONTACT))
+        if method == "eap":
+            # Announced even without the profile's opt-in (as strongSwan's client does),
+            # so that an EAP-only gateway shows its hand and we can refuse it with the
+            # true reason instead of its generic AUTHENTICATION_FAILED.
+            msg.payloads.append(NotifyPayload(NotifyType.EAP_ONLY_AUTHENTICATION))
+        if len(self.rounds) > 1:
+            if not sa.peer_multiple_auth:
+                raise LocalProtocolError(
+                    "the gateway does not support multiple authentication rounds (RFC 4739),"
+                    " which certificate-then-EAP authentication needs"
+                )
+            msg.payloads.append(NotifyPayload(NotifyType.MULTIPLE_AUTH_SUPPORTED))
+            # Only a round that ends in this message's AUTH can announce the next.
+            msg.payloads.append(NotifyPayload(NotifyType.ANOTHER_AUTH_FOLLOWS))
 
     def _our_octets(self, sk_p: bytes) -> bytes:
         sa = self.sa
@@ -128,8 +178,14 @@ class IkeAuth(Task):
             self.idr = idr
         auth = msg.get(AuthPayload)
 
+        if msg.notify(NotifyType.ANOTHER_AUTH_FOLLOWS) is not None:
+            raise RemoteProtocolError(
+                "the gateway wants to authenticate itself in several rounds (RFC 4739);"
+                " only the client's side of that is supported"
+            )
+
         if self.send_msk_auth:
-            # Final round of EAP: the gateway proves it derived the same MSK.
+            # Final message of EAP: the gateway proves it derived the same MSK.
             if auth is None:
                 raise PeerNotTrusted("the gateway sent no AUTH after EAP")
             assert self.eap is not None
@@ -139,8 +195,8 @@ class IkeAuth(Task):
             if self.eap_only:
                 self._check_eap_only_identity()
             sa.peer_authenticated = True
-            sa.auth_done = True
-            return Status.DONE
+            self.send_msk_auth = False
+            return self._round_done()
 
         if auth is not None and not sa.peer_authenticated:
             self._verify_gateway(msg, auth)
@@ -162,11 +218,24 @@ class IkeAuth(Task):
                 raise RemoteProtocolError("EAP ended without success")
             return Status.NEED_MORE
 
-        if self.eap is not None:
+        if self.method == "eap":
             raise RemoteProtocolError("the gateway did not start EAP")
         if not sa.peer_authenticated:
             raise PeerNotTrusted("the gateway sent no AUTH payload")
-        sa.auth_done = True
+        return self._round_done()
+
+    def _round_done(self) -> Status:
+        """Our current round succeeded: open the next one, or finish IKE_AUTH."""
+        self.round_index += 1
+        if self.round_index < len(self.rounds):
+            log.info(
+                "authentication round %d of %d done, starting %s",
+                self.round_index, len(self.rounds), self.method.upper(),
+            )
+            self.start_round = True
+            self.eap = self._new_eap() if self.method == "eap" else None
+            return Status.NEED_MORE
+        self.sa.auth_done = True
         return Status.DONE
 
     def _allow_eap_only(self, eap: EapPayload) -> None:

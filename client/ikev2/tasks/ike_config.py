@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ..constants import CfgType, ExchangeType
+from ..constants import CfgAttr, CfgType, ExchangeType
 from ..errors import PeerNotTrusted
 from ..message import Message
 from ..payloads import CpPayload
@@ -24,9 +24,16 @@ class IkeConfig(Task):
         if self.sent:
             return
         cfg = self.sa.config
-        msg.payloads.append(
-            CpPayload.request_addresses(ipv4=cfg.request_ipv4, ipv6=cfg.request_ipv6, dns=True)
-        )
+        cp = CpPayload.request_addresses(ipv4=cfg.request_ipv4, ipv6=cfg.request_ipv6, dns=True)
+        # Reconnecting or reauthenticating: ask for the addresses we had, so that the
+        # applications' connections survive (strongSwan hands them out again).
+        for vip in cfg.requested_vips:
+            wanted = CfgAttr.INTERNAL_IP4_ADDRESS if vip.version == 4 else \
+                CfgAttr.INTERNAL_IP6_ADDRESS
+            value = vip.packed if vip.version == 4 else vip.packed + bytes([128])
+            cp.attributes = [(t, value if t == wanted and not v else v)
+                             for t, v in cp.attributes]
+        msg.payloads.append(cp)
         self.sent = True
 
     def process(self, msg: Message) -> Status:

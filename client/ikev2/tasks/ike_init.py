@@ -1,7 +1,9 @@
-"""IKE_SA_INIT: proposals, key exchange, nonces; COOKIE and INVALID_KE_PAYLOAD retries."""
+"""IKE_SA_INIT: proposals, key exchange, nonces; COOKIE and INVALID_KE_PAYLOAD retries;
+announcing IKE fragmentation (RFC 7383) and redirects (RFC 5685), following a REDIRECT."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import struct
 
@@ -18,6 +20,7 @@ from ..message import Message, SkContext
 from ..payloads import KePayload, NoncePayload, NotifyPayload, SaPayload
 from ..proposals import check_selected, format_proposal, with_dh_first
 from .base import Status, Task
+from .ike_redirect import RedirectRequested, decode_gateway, encode_gateway
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +57,22 @@ class IkeInit(Task):
                 encode_hash_algorithms(supported_hash_algorithms()),
             )
         )
+        cfg = self.sa.config
+        if cfg.fragmentation:
+            msg.payloads.append(NotifyPayload(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED))
+        if cfg.follow_redirects:
+            # Naming the gateway that sent us here also announces support (RFC 5685 5).
+            if cfg.redirected_from:
+                msg.payloads.append(NotifyPayload(NotifyType.REDIRECTED_FROM,
+                                                  encode_gateway(cfg.redirected_from)))
+            else:
+                msg.payloads.append(NotifyPayload(NotifyType.REDIRECT_SUPPORTED))
         self.sa.ni = self.nonce
 
     def process(self, msg: Message) -> Status:
+        redirect = msg.notify(NotifyType.REDIRECT)
+        if redirect is not None:
+            self._redirect(redirect.data)
         cookie = msg.notify(NotifyType.COOKIE)
         if cookie is not None:
             self._count_retry("COOKIE")
@@ -116,8 +132,21 @@ class IkeInit(Task):
         sa.init_response = msg.raw
         hashes = msg.notify(NotifyType.SIGNATURE_HASH_ALGORITHMS)
         sa.peer_hash_algorithms = set(decode_hash_algorithms(hashes.data)) if hashes else None
+        sa.peer_fragmentation = (
+            msg.notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
+        )
+        sa.peer_multiple_auth = msg.notify(NotifyType.MULTIPLE_AUTH_SUPPORTED) is not None
         log.info("IKE proposal %s selected", sa.ike_proposal_name)
         return Status.DONE
+
+    def _redirect(self, data: bytes) -> None:
+        """RFC 5685 4: the REDIRECT carries our nonce, so a blind forgery cannot send us away."""
+        if not self.sa.config.follow_redirects:
+            raise RemoteProtocolError("the gateway redirected us, but redirects are disabled")
+        gateway, nonce = decode_gateway(data)
+        if not hmac.compare_digest(nonce, self.nonce):
+            raise RemoteProtocolError("REDIRECT in IKE_SA_INIT without our nonce")
+        raise RedirectRequested(gateway)
 
     def _count_retry(self, what: str) -> None:
         self.retries += 1

@@ -52,4 +52,5 @@ class IkeNatd(Task):
         sa.nat_local = dest.data != natd_hash(msg.spi_i, msg.spi_r, local[0], local[1])
         expected_src = natd_hash(msg.spi_i, msg.spi_r, remote[0], remote[1])
         sa.nat_remote = expected_src not in sources
+        sa.mobike_state.observe(msg.spi_i, msg.spi_r, dest.data)  # to see it change later
         return Status.DONE

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from client.ikev2.auth.eap import md5
 from client.ikev2.auth.eap.mschapv2 import MsChapV2Peer
+from client.ikev2.auth.eap.tls import EapTlsPeer, TlsCredentials
 from client.ikev2.constants import EapCode, EapType
 from client.ikev2.errors import (
     AuthenticationFailed,
@@ -16,7 +17,8 @@ from client.ikev2.errors import (
     RemoteProtocolError,
 )
 
-SUPPORTED_METHODS = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE)
+SUPPORTED_METHODS = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE, EapType.TLS)
+PASSWORD_METHODS = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE)
 _HEADER_LEN = 4
 
 
@@ -26,6 +28,7 @@ class EapPeer:
     `methods` lists the methods we allow, in order of preference (that order goes
     into a Nak). After EAP-Success, `succeeded` is True and `msk` holds the method's
     MSK (None for methods without one: then AUTH uses SK_pi/SK_pr, RFC 7296 2.16).
+    EAP-TLS needs `tls` (our certificate and how to check the gateway's), no password.
     """
 
     def __init__(
@@ -34,23 +37,32 @@ class EapPeer:
         password: str | None,
         methods: tuple[int, ...] = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE),
         rng: Callable[[int], bytes] = secrets.token_bytes,
+        tls: TlsCredentials | None = None,
     ) -> None:
         self.identity = identity
         self._password = password
-        self._methods = tuple(m for m in methods if m in SUPPORTED_METHODS)
+        self._tls_creds = tls
+        self._methods = tuple(
+            m for m in methods if m in SUPPORTED_METHODS and (m != EapType.TLS or tls)
+        )
         self._rng = rng
         self.method: int | None = None
         self.succeeded = False
         self.notifications: list[str] = []
         self._mschapv2: MsChapV2Peer | None = None
+        self._tls: EapTlsPeer | None = None
         self._method_done = False
         self._finished = False
 
     @property
     def msk(self) -> bytes | None:
-        if not self.succeeded or self._mschapv2 is None:
+        if not self.succeeded:
             return None
-        return self._mschapv2.msk
+        if self._mschapv2 is not None:
+            return self._mschapv2.msk
+        if self._tls is not None:
+            return self._tls.msk
+        return None
 
     def handle(self, packet: bytes) -> bytes | None:
         """Answer one EAP packet; None after Success. Failure raises AuthenticationFailed."""
@@ -68,7 +80,10 @@ class EapPeer:
             return self._on_success(length)
         if code == EapCode.FAILURE:
             self._finished = True
-            raise AuthenticationFailed("EAP: the gateway rejected the credentials (EAP-Failure)")
+            reason = self._tls.failure if self._tls is not None else None
+            raise AuthenticationFailed(
+                f"EAP: the gateway rejected the credentials ({reason or 'EAP-Failure'})"
+            )
         if code != EapCode.REQUEST:
             raise RemoteProtocolError(f"EAP code {code} where a request was expected")
         if length < _HEADER_LEN + 1:
@@ -85,6 +100,10 @@ class EapPeer:
             if self.method == EapType.MSCHAPV2:
                 raise PeerNotTrusted(
                     "EAP: the gateway signalled success without proving it knows the password"
+                )
+            if self.method == EapType.TLS:
+                raise PeerNotTrusted(
+                    "EAP: the gateway signalled success before the TLS handshake completed"
                 )
             raise RemoteProtocolError("EAP-Success before an authentication method completed")
         self._finished = True
@@ -107,9 +126,17 @@ class EapPeer:
         if eap_type not in self._methods:
             # Legacy Nak (RFC 3748 5.3.1): the methods we would accept, or 0 for none.
             return EapType.NAK, bytes(self._methods) or b"\x00"
-        if self._password is None:
+        if eap_type in PASSWORD_METHODS and self._password is None:
             raise LocalProtocolError(f"EAP method {eap_type} needs a password and none is set")
         self.method = eap_type
+        if eap_type == EapType.TLS:
+            if self._tls is None:
+                assert self._tls_creds is not None  # else TLS is not in self._methods
+                self._tls = EapTlsPeer(self._tls_creds)
+            reply = self._tls.handle(data)
+            self._method_done = self._tls.done
+            return EapType.TLS, reply
+        assert self._password is not None
         if eap_type == EapType.MD5_CHALLENGE:
             reply = md5.response_type_data(identifier, self._password.encode(), data)
             self._method_done = True

@@ -1,0 +1,515 @@
+"""`vpnclient daemon`: the privileged service behind the tray app and non-root users.
+
+It runs as root, hosts at most one Engine (which owns the TUN device, routes and DNS)
+and serves the control protocol (client/control.py) at $VPNCLIENT_RUNTIME_DIR/control.sock
+(default /run/vpnclient/control.sock).
+
+Who may talk to it is decided per connection from the kernel's SO_PEERCRED record:
+root and members of the group (`vpnclient` unless --group says otherwise; membership as
+the group database says, so a user just added need not log in again) may connect,
+disconnect, read the status and subscribe to events. Anybody else gets one refusal
+line saying why and how to fix it, and the connection is closed; nothing they send is
+read. The socket itself is world-connectable for that reason: the check is ours.
+
+Secrets arrive with the connect request and live in the Engine's memory only, until the
+connection ends; they are never logged and never written anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import grp
+import logging
+import os
+import pwd
+import signal
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import control
+from .config import ConfigError
+from .control import CODE_FAILURE, CODE_OK, CODE_USAGE, REASON_FOR_EXIT, error
+from .engine import Engine, Secrets
+from .ikev2.task_manager import RetransmitPolicy
+from .profile import Profile, ProfileError, profile_from_dict
+
+log = logging.getLogger("client.daemon")  # also when run as __main__
+
+DEFAULT_GROUP = "vpnclient"
+MAX_PEERS = 64
+MAX_SECRET = 4096
+MAX_PEER_BACKLOG = 4 * 1024 * 1024  # a subscriber this far behind is dropped, not waited for
+LOG_HISTORY = 500  # log lines a new subscriber gets
+STATS_INTERVAL = 1.0
+SHUTDOWN_GRACE = 20.0  # seconds for a Delete exchange and teardown on SIGTERM
+SECRET_KEYS = {"password", "p12_passphrase"}
+
+
+# -- who may use the daemon ----------------------------------------------------------
+def group_id(name: str) -> int | None:
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+def authorize(uid: int, gid: int, group: str) -> str | None:
+    """None if the peer may use the daemon, else the refusal for the user, with its fix."""
+    if uid == 0:
+        return None
+    gid_allowed = group_id(group)
+    try:
+        user = pwd.getpwuid(uid)
+        name = user.pw_name
+        groups = set(os.getgrouplist(name, user.pw_gid))
+    except KeyError:
+        name, groups = str(uid), set()
+    if gid_allowed is not None and (gid == gid_allowed or gid_allowed in groups):
+        return None
+    if gid_allowed is None:
+        return (f"only root may use the VPN service: the group '{group}' does not exist "
+                f"(fix: sudo groupadd --system {group} && sudo usermod -aG {group} {name})")
+    return (f"user '{name}' may not use the VPN service: not a member of the group "
+            f"'{group}' (fix: sudo usermod -aG {group} {name})")
+
+
+# -- peers -----------------------------------------------------------------------------
+class Peer:
+    """One client connection."""
+
+    def __init__(self, writer: asyncio.StreamWriter, pid: int, uid: int) -> None:
+        self.writer = writer
+        self.pid = pid
+        self.uid = uid
+        self.subscribed = False
+        self.closed = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        transport = self.writer.transport
+        if transport.is_closing():
+            self.closed = True
+            return
+        if transport.get_write_buffer_size() > MAX_PEER_BACKLOG:
+            log.warning("dropping a client (pid %d) that stopped reading", self.pid)
+            self.close()
+            return
+        self.writer.write(control.encode(message))
+
+    def close(self) -> None:
+        self.closed = True
+        self.writer.close()
+
+    def __repr__(self) -> str:
+        return f"Peer(pid={self.pid}, uid={self.uid})"
+
+
+@dataclass
+class Session:
+    """The one connection the daemon hosts, from connect request to teardown."""
+
+    profile: Profile
+    engine: Engine
+    started: float
+    requested_by: int  # uid
+    connected: asyncio.Future[dict[str, Any]]  # the connect request's response
+    task: asyncio.Task[int] | None = None
+    state: str = ""  # the last state pushed to subscribers
+    counters: tuple[Any, ...] = ()
+    code: int | None = None
+    log: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_HISTORY))
+
+
+class _SubscriberLog(logging.Handler):
+    """Forwards the engine's log records to subscribers as `log` events."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        super().__init__(logging.INFO)
+        self.daemon = daemon
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.daemon.log_line(record.levelname.lower(), record.getMessage(), record.name)
+        except Exception:  # a log handler must never raise into the code that logged
+            self.handleError(record)
+
+
+# -- the daemon ------------------------------------------------------------------------
+class Daemon:
+    def __init__(self, rdir: Path, group: str = DEFAULT_GROUP,
+                 retransmit: RetransmitPolicy | None = None) -> None:
+        self.rdir = rdir
+        self.group = group
+        self.retransmit = retransmit
+        self.peers: set[Peer] = set()
+        self.session: Session | None = None
+        self.last_status: dict[str, Any] = idle_status()
+        self.history: deque[dict[str, Any]] = deque(maxlen=LOG_HISTORY)
+        self.server: asyncio.AbstractServer | None = None
+        self.stopping: asyncio.Event | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._handler = _SubscriberLog(self)
+
+    @property
+    def socket_path(self) -> Path:
+        return control.socket_path(self.rdir)
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        self.stopping = asyncio.Event()
+        # Users must reach the socket: the directory is traversable, the socket
+        # connectable by anyone, and authorize() decides.
+        self.rdir.mkdir(parents=True, exist_ok=True)
+        self.rdir.chmod(0o755)
+        control.remove_stale(self.socket_path)
+        self.server = await asyncio.start_unix_server(
+            self._on_client, path=str(self.socket_path), limit=control.MAX_LINE)
+        self.socket_path.chmod(0o666)
+        logging.getLogger("client").addHandler(self._handler)
+        self._ticker = asyncio.create_task(self._tick())
+        log.info("listening on %s (group %s)", self.socket_path, self.group)
+
+    async def run(self) -> int:
+        """Serve until SIGTERM/SIGINT or stop(); then end the connection cleanly."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop)
+        try:
+            assert self.stopping is not None
+            await self.stopping.wait()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            await self.shutdown()
+        return CODE_OK
+
+    def stop(self) -> None:
+        if self.stopping is not None:
+            self.stopping.set()
+
+    async def shutdown(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        session = self.session
+        if session is not None and session.task is not None:
+            session.engine.request_disconnect()
+            try:
+                await asyncio.wait_for(asyncio.shield(session.task), SHUTDOWN_GRACE)
+            except TimeoutError:
+                log.error("the connection did not end in %.0f s; cancelling", SHUTDOWN_GRACE)
+                session.task.cancel()
+                with contextlib.suppress(BaseException):
+                    await session.task
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for peer in list(self.peers):
+            peer.close()
+        logging.getLogger("client").removeHandler(self._handler)
+        self.socket_path.unlink(missing_ok=True)
+
+    # -- connections -----------------------------------------------------------------
+    async def _on_client(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        try:
+            pid, uid, gid = control.peer_credentials(writer.get_extra_info("socket"))
+        except OSError:
+            writer.close()
+            return
+        peer = Peer(writer, pid, uid)
+        refusal = authorize(uid, gid, self.group)
+        if refusal is None and len(self.peers) >= MAX_PEERS:
+            refusal = "too many clients are connected to the VPN service"
+        if refusal is not None:
+            log.info("refused pid %d uid %d: %s", pid, uid, refusal)
+            peer.send({"server": "daemon", **error("not-authorized", refusal)})
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            peer.close()
+            return
+        self.peers.add(peer)
+        try:
+            while line := await reader.readline():
+                if not line.endswith(b"\n"):
+                    break  # the client went away halfway through a request
+                self._spawn(self._handle_line(peer, line))
+        except (ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+            log.debug("client pid %d: %s", pid, exc)  # a flood or a reset: only theirs
+        except asyncio.CancelledError:
+            pass  # shutting down with this client still connected
+        finally:
+            self.peers.discard(peer)
+            peer.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handle_line(self, peer: Peer, line: bytes) -> None:
+        request: dict[str, Any] = {}
+        try:
+            request = control.decode(line)
+            response = await self.handle(peer, request)
+        except control.ProtocolError as exc:
+            response = error("bad-request", f"bad request: {exc}")
+        except Exception as exc:  # never let one request take the daemon down
+            log.exception("request %r failed", request.get("command"))
+            response = error("failed", f"internal error: {type(exc).__name__}")
+        response["server"] = "daemon"
+        if "id" in request:
+            response["id"] = request["id"]
+        peer.send(response)
+
+    async def handle(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+        command = request.get("command")
+        if command == "status":
+            return {"ok": True, "status": self.status()}
+        if command == "subscribe":
+            peer.subscribed = True
+            history = list(self.session.log if self.session else self.history)
+            return {"ok": True, "status": self.status(), "log": history}
+        if command == "connect":
+            return await self._connect(peer, request)
+        if command == "disconnect":
+            return await self._disconnect(peer, bool(request.get("wait", True)))
+        return error("bad-request", f"unknown command {command!r}")
+
+    # -- commands --------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        if self.session is None:
+            return dict(self.last_status)
+        return snapshot(self.session)
+
+    async def _connect(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
+        if self.session is not None:
+            status = snapshot(self.session)
+            return error("busy", f"already {status['state']} with profile "
+                                 f"'{status['profile']}': disconnect first")
+        raw = request.get("profile")
+        if not isinstance(raw, dict):
+            return error("bad-request", "connect needs a profile (a JSON object)")
+        try:
+            profile = profile_from_dict(raw)
+        except ProfileError as exc:
+            return error("profile", str(exc))
+        try:
+            secrets = parse_secrets(request.get("secrets"))
+        except ValueError as exc:
+            return error("bad-request", str(exc))
+        loop = asyncio.get_running_loop()
+        session = Session(profile, None, time.monotonic(), peer.uid,  # type: ignore[arg-type]
+                          loop.create_future())
+        session.engine = Engine(
+            profile, secrets, self.rdir, self.retransmit,
+            progress=lambda line: self._progress(session, line),
+            error=lambda line: self._progress(session, line, "warning"),
+            serve_control=False, handle_signals=False,
+        )
+        self.session = session
+        self.history.clear()
+        log.info("uid %d connects with profile '%s' (%s)", peer.uid, profile.name, profile.uuid)
+        session.task = asyncio.create_task(self._run(session))
+        self._check_state(session)
+        if not request.get("wait", True):
+            return {"ok": True, "status": snapshot(session)}
+        # The engine goes on whether or not this client stays to hear the outcome.
+        return await asyncio.shield(session.connected)
+
+    async def _run(self, session: Session) -> int:
+        engine = session.engine
+        try:
+            code = await engine.run()
+        except ConfigError as exc:
+            code = CODE_USAGE
+            engine.status.update(state="failed", last_error=str(exc))
+            self._progress(session, f"failed: {exc}", "warning")
+        except Exception as exc:
+            log.exception("the connection failed")
+            code = CODE_FAILURE
+            engine.status.update(state="failed", last_error=f"{type(exc).__name__}: {exc}")
+        session.code = code
+        final = snapshot(session)
+        if final["state"] not in ("failed", "disconnected"):
+            final["state"] = "failed" if code != CODE_OK else "disconnected"
+        # The secrets go with the engine; nothing else holds them.
+        engine.secrets = Secrets()
+        self.session = None
+        self.last_status = final
+        self.history = session.log
+        outcome: dict[str, Any]
+        reason: str | None = None  # None: ended as asked, not a failure
+        if code == CODE_OK or (engine.disconnect_requested and final["state"] == "disconnected"):
+            outcome = error("cancelled", "the connection attempt was cancelled")
+        else:
+            reason = REASON_FOR_EXIT.get(code, "failed")
+            outcome = error(reason, final.get("last_error") or "the connection failed", code)
+        if not session.connected.done():
+            session.connected.set_result({**outcome, "status": final})
+        self._broadcast({"event": "state", "state": final["state"], "status": final,
+                         "code": code, "reason": reason, "error": final.get("last_error")})
+        log.info("connection with profile '%s' ended (exit code %d)", session.profile.name, code)
+        return code
+
+    async def _disconnect(self, peer: Peer, wait: bool) -> dict[str, Any]:
+        session = self.session
+        if session is None:
+            return error("not-connected", "not connected")
+        log.info("uid %d disconnects", peer.uid)
+        session.engine.request_disconnect()
+        self._check_state(session)
+        if wait and session.task is not None:
+            await asyncio.shield(session.task)
+        return {"ok": True, "status": self.status()}
+
+    # -- events ----------------------------------------------------------------------
+    def _broadcast(self, event: dict[str, Any]) -> None:
+        for peer in list(self.peers):
+            if peer.subscribed:
+                peer.send(event)
+
+    def log_line(self, level: str, message: str, source: str = "client") -> None:
+        entry = {"event": "log", "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                 "level": level, "source": source, "message": message}
+        (self.session.log if self.session else self.history).append(entry)
+        self._broadcast(entry)
+
+    def _progress(self, session: Session, line: str, level: str = "info") -> None:
+        self.log_line(level, line, "progress")
+        self._check_state(session)
+
+    def _check_state(self, session: Session) -> None:
+        """Push a state event when the engine's state moved, rekey/roam events when its
+        counters did, and answer the connect request once connected."""
+        if self.session is not session:
+            return
+        status = snapshot(session)
+        if status["state"] != session.state:
+            session.state = status["state"]
+            self._broadcast({"event": "state", "state": session.state, "status": status})
+            if session.state == "connected" and not session.connected.done():
+                session.connected.set_result({"ok": True, "status": status})
+        counters = (status.get("rekeys", 0), status.get("roams", 0), status.get("local_address"))
+        if session.counters and counters != session.counters:
+            rekeys, roams, local = session.counters
+            if counters[0] != rekeys:
+                self._broadcast({"event": "rekey", "rekeys": counters[0], "status": status})
+            if counters[1] != roams or (counters[2] != local and local is not None):
+                self._broadcast({"event": "roam", "roams": counters[1],
+                                 "local_address": counters[2], "status": status})
+        session.counters = counters
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            session = self.session
+            if session is None:
+                continue
+            try:
+                self._check_state(session)
+                status = snapshot(session)
+                self._broadcast({
+                    "event": "stats", "state": status["state"],
+                    "uptime": round(time.monotonic() - session.started, 1),
+                    **{k: status.get(k, 0) for k in (
+                        "bytes_in", "bytes_out", "packets_in", "packets_out",
+                        "rekeys", "roams")},
+                })
+            except Exception:
+                log.exception("statistics tick failed")
+
+
+def snapshot(session: Session) -> dict[str, Any]:
+    """The engine's status (CLI.md's fields) plus the identities in use, for the tray
+    app's status window: `local_id` and `remote_id`."""
+    status = session.engine.snapshot()
+    sa = session.engine.sa
+    config = getattr(sa, "config", None)
+    profile = session.profile
+    status["local_id"] = getattr(config, "local_id", None) or profile.local_id or profile.eap_id
+    status["remote_id"] = getattr(config, "remote_id", None) or profile.remote_id
+    return status
+
+
+def idle_status() -> dict[str, Any]:
+    """`status --json` with no connection (CLI.md's fields)."""
+    return {
+        "state": "disconnected", "profile": None, "uuid": None, "gateway": None,
+        "local_address": None, "nat_detected": False, "mobike": False, "virtual_ips": [],
+        "dns": [], "routes": [], "ike_proposal": None, "esp_proposal": None,
+        "established_at": None, "bytes_in": 0, "bytes_out": 0, "packets_in": 0,
+        "packets_out": 0, "rekeys": 0, "roams": 0, "last_error": None,
+        "local_id": None, "remote_id": None,
+    }
+
+
+def parse_secrets(raw: Any) -> Secrets:
+    if raw is None:
+        return Secrets()
+    if not isinstance(raw, dict):
+        raise ValueError("secrets must be a JSON object")
+    unknown = set(raw) - SECRET_KEYS
+    if unknown:
+        raise ValueError(f"unknown secrets field(s): {', '.join(sorted(unknown))}")
+    values: dict[str, str | None] = {}
+    for key in SECRET_KEYS:
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_SECRET):
+            raise ValueError(f"secrets.{key} must be a string of at most {MAX_SECRET} chars")
+        values[key] = value
+    return Secrets(password=values["password"], p12_passphrase=values["p12_passphrase"])
+
+
+# -- entry point -----------------------------------------------------------------------
+def setup_logging(verbosity: int) -> None:
+    """stderr (the journal under systemd) by verbosity; the engine's INFO lines always
+    reach subscribers, so the `client` logger passes them on."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING if verbosity == 0 else
+                     logging.INFO if verbosity == 1 else logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+
+
+def run_daemon(group: str = DEFAULT_GROUP, verbosity: int = 0) -> int:
+    """`vpnclient daemon`: exit code 0 after SIGTERM, 1 when it cannot start."""
+    setup_logging(verbosity)
+    if os.geteuid() != 0:
+        print("vpnclient: the daemon must run as root (it manages the TUN device, routes "
+              "and DNS); start it with `systemctl start vpnclient`", file=sys.stderr)
+        return CODE_FAILURE
+    try:
+        retransmit = RetransmitPolicy.parse(os.environ.get("VPNCLIENT_RETRANSMIT", ""))
+    except ValueError as exc:
+        print(f"vpnclient: VPNCLIENT_RETRANSMIT: {exc}", file=sys.stderr)
+        return CODE_USAGE
+    daemon = Daemon(control.runtime_dir(), group, retransmit)
+    try:
+        return asyncio.run(daemon.run())
+    except (RuntimeError, OSError) as exc:
+        print(f"vpnclient: {exc}", file=sys.stderr)
+        return CODE_FAILURE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vpnclient daemon")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("--group", default=os.environ.get("VPNCLIENT_GROUP", DEFAULT_GROUP),
+                        help="members of this group may use the daemon (default vpnclient)")
+    args = parser.parse_args(argv)
+    return run_daemon(args.group, args.verbose)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

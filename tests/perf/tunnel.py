@@ -1,0 +1,344 @@
+"""The tunnel benchmark: vpnclient next to strongSwan's own client, same gateway, one run.
+
+Builds the interop lab (client namespace, strongSwan gateway with kernel-libipsec), then
+for each round connects strongSwan's client (charon + kernel-libipsec, EAP-MSCHAPv2) and
+vpnclient (same profile) in turn (the order alternates between rounds) and measures:
+
+- TCP throughput through the tunnel with iperf3, upload and download, N s each;
+- ping round-trip time through the tunnel (median, 99th percentile), idle and while each
+  iperf3 transfer runs;
+- connect command -> first ping reply (ping every 10 ms), and the handshake alone (first
+  IKE packet sent -> CHILD_SA installed, from the client's own log);
+- client CPU seconds per GB moved by iperf3 (all threads of the client process), resident
+  memory once connected and after the transfers;
+- and, for vpnclient alone, the cold start of `vpnclient --version` (next to the bare
+  interpreter's start, which is the floor).
+
+vpnclient is `python3 -m client.cli` with this interpreter, or VPNCLIENT_CMD (e.g. an
+installed `.venv/bin/vpnclient`): an interpreter whose site-packages run start-up hooks
+adds their time and memory to every figure of its processes.
+
+Prints each round, then a table of medians with the ratio vpnclient/strongSwan, and
+writes it all as JSON. Run as root (not part of the test run):
+
+    python3 -m tests.perf.tunnel [--runs 3] [--seconds 10] [--json tunnel-benchmark.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from tests.lab.gateway import LAN_HOST
+from tests.lab.netns import kill_all
+from tests.lab.strongswan_client import StrongSwanClient
+from tests.lab.topology import Lab, lab_unavailable
+from tests.lab.vpnclient import VpnClient, client_command
+from tests.perf.measure import cpu_seconds, ping_rtt, rss_mb, start_iperf3
+from tests.perf.ref_connect import first_reply, start_ping
+
+SCENARIO = "eap-mschapv2"
+STRONGSWAN = "strongSwan 5.9.8"
+VPNCLIENT = "vpnclient"
+IPERF_PORT = 5201
+
+# (key, label, unit, better) -- better: "higher" or "lower", for reading the ratio
+ROWS = (
+    ("upload_mbps", "TCP upload", "Mbit/s", "higher"),
+    ("download_mbps", "TCP download", "Mbit/s", "higher"),
+    ("ping_idle_median_ms", "ping idle, median", "ms", "lower"),
+    ("ping_idle_p99_ms", "ping idle, p99", "ms", "lower"),
+    ("ping_upload_median_ms", "ping during upload, median", "ms", "lower"),
+    ("ping_upload_p99_ms", "ping during upload, p99", "ms", "lower"),
+    ("ping_download_median_ms", "ping during download, median", "ms", "lower"),
+    ("ping_download_p99_ms", "ping during download, p99", "ms", "lower"),
+    ("connect_to_ping_ms", "connect -> first ping reply", "ms", "lower"),
+    ("handshake_ms", "handshake (1st IKE packet -> CHILD_SA)", "ms", "lower"),
+    ("cpu_s_per_gb", "client CPU per GB moved", "s/GB", "lower"),
+    ("rss_connected_mb", "client RSS, connected", "MB", "lower"),
+    ("rss_after_load_mb", "client RSS, after the transfers", "MB", "lower"),
+)
+
+_STAMP = r"(\d\d:\d\d:\d\d\.\d{3})"
+SWAN_FIRST_SEND = re.compile(rf"^{_STAMP} .*sending packet: from", re.M)
+SWAN_CHILD_UP = re.compile(rf"^{_STAMP} .*CHILD_SA \S+ established", re.M)
+VPN_FIRST_SEND = re.compile(rf"^{_STAMP} .*sending IKE_SA_INIT request", re.M)
+VPN_CHILD_UP = re.compile(rf"^{_STAMP} .*tunnel \S+ up", re.M)
+
+
+def _ms_between(text: str, start: re.Pattern[str], end: re.Pattern[str]) -> float | None:
+    a, b = start.search(text), end.search(text)
+    if not a or not b:
+        return None
+    t = [datetime.strptime(m.group(1), "%H:%M:%S.%f") for m in (a, b)]
+    return (t[1] - t[0]).total_seconds() * 1000
+
+
+class BenchStrongSwanClient(StrongSwanClient):
+    """The lab's reference client with millisecond timestamps in its log."""
+
+    def write_config(self) -> None:
+        super().write_config()
+        text = self.conf_path.read_text()
+        self.conf_path.write_text(
+            text.replace("time_format = %T\n", "time_format = %T\n            time_add_ms = yes\n")
+        )
+
+
+class Session:
+    """One connected client; subclasses know how to connect and where the process is."""
+
+    name = ""
+
+    def __init__(self, lab: Lab, workdir: Path) -> None:
+        self.lab = lab
+        self.workdir = workdir
+        self.figures: dict[str, float | None] = {}
+
+    def connect(self) -> None:
+        """Connect, timing the command to the first ping reply through the tunnel."""
+        ping = start_ping(self.lab)
+        time.sleep(0.1)  # ping is up and sending before the clock starts
+        try:
+            t0 = time.time()
+            self._connect()
+            time.sleep(0.3)
+        finally:
+            self.figures["connect_to_ping_ms"] = first_reply(ping, t0)
+        if self.figures["connect_to_ping_ms"] is None:
+            raise RuntimeError(f"{self.name}: no ping reply through the tunnel")
+        self.figures["handshake_ms"] = self._handshake_ms()
+
+    def measure(self, seconds: int) -> None:
+        f, ns, pid = self.figures, self.lab.client_ns, self.pid()
+        f["rss_connected_mb"] = rss_mb(pid)
+        idle = ping_rtt(ns, LAN_HOST, count=200, interval=0.01)
+        if idle is None:
+            raise RuntimeError(f"{self.name}: no ping reply (idle)")
+        f["ping_idle_median_ms"], f["ping_idle_p99_ms"] = idle["median"], idle["p99"]
+        cpu0 = cpu_seconds(pid)
+        moved = 0.0
+        for direction, reverse in (("upload", False), ("download", True)):
+            load = start_iperf3(ns, LAN_HOST, seconds, reverse=reverse, port=IPERF_PORT)
+            time.sleep(min(2.0, seconds / 4))
+            rtt = ping_rtt(ns, LAN_HOST, count=max(10, seconds * 10), interval=0.05)
+            out, _ = load.communicate(timeout=seconds + 30)
+            try:
+                end = json.loads(out)["end"]
+            except (ValueError, KeyError) as exc:
+                raise RuntimeError(f"{self.name}: iperf3 {direction}: {out[-1500:]}") from exc
+            f[f"{direction}_mbps"] = end["sum_received"]["bits_per_second"] / 1e6
+            moved += end["sum_received"]["bytes"]
+            f[f"ping_{direction}_median_ms"] = rtt["median"] if rtt else None
+            f[f"ping_{direction}_p99_ms"] = rtt["p99"] if rtt else None
+        f["cpu_s_per_gb"] = (cpu_seconds(pid) - cpu0) / (moved / 1e9)
+        f["rss_after_load_mb"] = rss_mb(pid)
+
+    # -- per client -------------------------------------------------------------------
+    def _connect(self) -> None:
+        raise NotImplementedError
+
+    def _handshake_ms(self) -> float | None:
+        raise NotImplementedError
+
+    def pid(self) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class StrongSwanSession(Session):
+    name = STRONGSWAN
+
+    def __init__(self, lab: Lab, workdir: Path) -> None:
+        super().__init__(lab, workdir)
+        self.client = BenchStrongSwanClient(lab.client_ns, workdir, lab.pki, scenario=SCENARIO)
+        self.client.start()  # the daemon runs before the connect command, as on a desktop
+
+    def _connect(self) -> None:
+        proc = subprocess.run(self.client.initiate_argv(), capture_output=True, text=True,
+                              timeout=30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"swanctl --initiate failed: {proc.stdout}{proc.stderr}")
+
+    def _handshake_ms(self) -> float | None:
+        return _ms_between(self.client.log_text(), SWAN_FIRST_SEND, SWAN_CHILD_UP)
+
+    def pid(self) -> int:
+        assert self.client.pid is not None
+        return self.client.pid
+
+    def close(self) -> None:
+        self.client.terminate()
+        self.client.stop()
+
+
+class VpnClientSession(Session):
+    name = VPNCLIENT
+
+    def __init__(self, lab: Lab, workdir: Path) -> None:
+        super().__init__(lab, workdir)
+        self.client = VpnClient(lab.client_ns, workdir)
+        self.profile = lab.profile(SCENARIO)
+
+    def _connect(self) -> None:
+        # -v: the IKE messages with millisecond timestamps (the handshake figure). Wait for
+        # the "connected:" progress line in the log rather than polling `status`, which
+        # would start a Python process every few milliseconds next to the one measured.
+        self.client.start_connect(self.profile, self.lab.secret(SCENARIO), verbose=1)
+        deadline = time.monotonic() + 30
+        while "\nconnected: " not in "\n" + self.client.log_text():
+            if self.client.proc is not None and self.client.proc.poll() is not None:
+                raise RuntimeError(f"vpnclient exited:\n{self.client.log_tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vpnclient not connected:\n{self.client.log_tail()}")
+            time.sleep(0.005)
+
+    def _handshake_ms(self) -> float | None:
+        return _ms_between(self.client.log_text(), VPN_FIRST_SEND, VPN_CHILD_UP)
+
+    def pid(self) -> int:
+        # `ip netns exec` execs into the client: the Popen pid is the client's.
+        assert self.client.proc is not None
+        return self.client.proc.pid
+
+    def close(self) -> None:
+        if self.client.proc is not None and self.client.proc.poll() is None:
+            self.client.run("disconnect", timeout=15)
+            try:
+                self.client.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.client.kill()
+
+
+def cold_start_ms(argv: list[str], times: int = 10) -> float:
+    """Median wall time of running `argv` to completion (a fresh process each time)."""
+    samples = []
+    for _ in range(times):
+        t0 = time.perf_counter()
+        subprocess.run(argv, check=True, capture_output=True)
+        samples.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(samples)
+
+
+def startup_figures() -> dict[str, float | str]:
+    cmd = client_command()
+    interpreter = cmd[0]
+    script = shutil.which(cmd[0])
+    if script and not Path(script).name.startswith("python"):  # an entry point script
+        with open(script, "rb") as f:
+            interpreter = f.readline()[2:].decode().strip()  # its #! line
+    return {
+        "command": " ".join(cmd),
+        "version_cold_start_ms": cold_start_ms([*cmd, "--version"]),
+        "bare_interpreter_start_ms": cold_start_ms([interpreter, "-c", "pass"]),
+    }
+
+
+def run_session(lab: Lab, make: Callable[[Lab, Path], Session], workdir: Path,
+                seconds: int) -> dict[str, float | None]:
+    session = make(lab, workdir)
+    try:
+        session.connect()
+        session.measure(seconds)
+        return session.figures
+    finally:
+        try:
+            session.close()
+        finally:
+            kill_all(lab.client_ns.name)
+            assert lab.gateway is not None
+            lab.gateway.terminate_all()
+            lab.reset_client()
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarize(runs: dict[str, list[dict]]) -> list[dict]:
+    table = []
+    for key, label, unit, better in ROWS:
+        swan = _median([r.get(key) for r in runs[STRONGSWAN]])
+        ours = _median([r.get(key) for r in runs[VPNCLIENT]])
+        ratio = ours / swan if ours is not None and swan else None
+        table.append({"key": key, "figure": label, "unit": unit, "better": better,
+                      "strongswan": swan, "vpnclient": ours, "ratio": ratio,
+                      "strongswan_runs": [r.get(key) for r in runs[STRONGSWAN]],
+                      "vpnclient_runs": [r.get(key) for r in runs[VPNCLIENT]]})
+    return table
+
+
+def _fmt(v: float | None, width: int = 10) -> str:
+    if v is None:
+        return f"{'-':>{width}}"
+    return f"{v:>{width}.3f}" if abs(v) < 10 else f"{v:>{width}.1f}"
+
+
+def print_table(table: list[dict], runs: int, seconds: int) -> None:
+    print(f"\nmedians of {runs} runs (iperf3 {seconds} s per direction); ratio = vpnclient /"
+          " strongSwan")
+    print(f"{'figure':<40} {'unit':<7} {'strongSwan':>10} {'vpnclient':>10} {'ratio':>7}")
+    for row in table:
+        ratio = f"{row['ratio']:>6.2f}x" if row["ratio"] is not None else f"{'-':>7}"
+        print(f"{row['figure']:<40} {row['unit']:<7} {_fmt(row['strongswan'])}"
+              f" {_fmt(row['vpnclient'])} {ratio}  ({row['better']} is better)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m tests.perf.tunnel")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=10, help="iperf3 time per direction")
+    parser.add_argument("--json", metavar="FILE", default="tunnel-benchmark.json")
+    args = parser.parse_args(argv)
+    reason = lab_unavailable()
+    if reason:
+        print(f"cannot measure: {reason}", file=sys.stderr)
+        return 2
+    makers: dict[str, Callable[[Lab, Path], Session]] = {
+        STRONGSWAN: StrongSwanSession, VPNCLIENT: VpnClientSession,
+    }
+    runs: dict[str, list[dict]] = {STRONGSWAN: [], VPNCLIENT: []}
+    with Lab() as lab:
+        iperf_server = lab.gw_ns.popen(["iperf3", "-s", "-B", LAN_HOST, "-p", str(IPERF_PORT)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.3)
+            for rnd in range(1, args.runs + 1):
+                order = [STRONGSWAN, VPNCLIENT] if rnd % 2 else [VPNCLIENT, STRONGSWAN]
+                for name in order:
+                    workdir = lab.dir / f"{name.split()[0]}-{rnd}"
+                    figures = run_session(lab, makers[name], workdir, args.seconds)
+                    runs[name].append(figures)
+                    print(f"round {rnd} {name:<17} " + ", ".join(
+                        f"{k}={v:.3f}" if v is not None else f"{k}=-"
+                        for k, v in figures.items()), flush=True)
+        finally:
+            iperf_server.terminate()
+            iperf_server.wait(5)
+    table = summarize(runs)
+    startup = startup_figures()
+    print_table(table, args.runs, args.seconds)
+    print(f"\n`{startup['command']} --version` cold start: median "
+          f"{startup['version_cold_start_ms']:.1f} ms (the bare interpreter: "
+          f"{startup['bare_interpreter_start_ms']:.1f} ms)")
+    with open(args.json, "w") as f:
+        json.dump({"runs": args.runs, "seconds": args.seconds, "scenario": SCENARIO,
+                   "table": table, "vpnclient_startup": startup, "raw": runs}, f, indent=2)
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
