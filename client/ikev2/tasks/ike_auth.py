@@ -19,7 +19,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..auth import certs, pubkey
 from ..auth.eap.peer import EapPeer
-from ..auth.eap.tls import TlsCredentials
 from ..auth.octets import signed_octets
 from ..auth.psk import psk_auth_data, psk_verify
 from ..constants import AuthMethod, CertEncoding, EapCode, EapType, ExchangeType, NotifyType
@@ -78,7 +77,14 @@ class IkeAuth(Task):
     def _new_eap(self) -> EapPeer:
         cfg = self.sa.config
         tls = None
-        if cfg.certificate is not None and cfg.private_key is not None:
+        if (
+            EapType.TLS in cfg.eap_methods
+            and cfg.certificate is not None
+            and cfg.private_key is not None
+        ):
+            # Only EAP-TLS needs pyOpenSSL: import it only then (start-up time, memory).
+            from ..auth.eap.tls import TlsCredentials
+
             tls = TlsCredentials(
                 cfg.private_key, cfg.certificate, list(cfg.cert_chain),
                 cfg.trust_anchors, cfg.remote_id, cfg.wall_clock,

@@ -14,9 +14,6 @@ import hmac
 import secrets
 from collections.abc import Callable
 
-from Crypto.Cipher import DES
-from Crypto.Hash import MD4
-
 from client.ikev2.errors import AuthenticationFailed, PeerNotTrusted, RemoteProtocolError
 
 OP_CHALLENGE = 1
@@ -52,13 +49,20 @@ _ERRORS = {
 # --- RFC 2759 section 8 -------------------------------------------------------------
 
 
+def _md4(data: bytes) -> bytes:
+    # OpenSSL 3 dropped MD4; pycryptodome has it. Imported on first use (start-up time).
+    from Crypto.Hash import MD4
+
+    return MD4.new(data).digest()
+
+
 def nt_password_hash(password: str) -> bytes:
     """MD4 of the password in UTF-16LE (RFC 2759 8.3)."""
-    return MD4.new(password.encode("utf-16-le")).digest()
+    return _md4(password.encode("utf-16-le"))
 
 
 def hash_nt_password_hash(password_hash: bytes) -> bytes:
-    return MD4.new(password_hash).digest()
+    return _md4(password_hash)
 
 
 def challenge_hash(peer_challenge: bytes, authenticator_challenge: bytes, username: bytes) -> bytes:
@@ -77,6 +81,8 @@ def _des_key(key7: bytes) -> bytes:
 
 
 def des_encrypt(clear: bytes, key7: bytes) -> bytes:
+    from Crypto.Cipher import DES  # loaded on first use: it costs start-up time
+
     return DES.new(_des_key(key7), DES.MODE_ECB).encrypt(clear)
 
 

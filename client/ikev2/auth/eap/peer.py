@@ -5,10 +5,10 @@ Sans-I/O: handle() takes one raw EAP packet and returns the packet to send back.
 
 import secrets
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from client.ikev2.auth.eap import md5
 from client.ikev2.auth.eap.mschapv2 import MsChapV2Peer
-from client.ikev2.auth.eap.tls import EapTlsPeer, TlsCredentials
 from client.ikev2.constants import EapCode, EapType
 from client.ikev2.errors import (
     AuthenticationFailed,
@@ -16,6 +16,9 @@ from client.ikev2.errors import (
     PeerNotTrusted,
     RemoteProtocolError,
 )
+
+if TYPE_CHECKING:  # pyOpenSSL is loaded only when EAP-TLS is used
+    from client.ikev2.auth.eap.tls import EapTlsPeer, TlsCredentials
 
 SUPPORTED_METHODS = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE, EapType.TLS)
 PASSWORD_METHODS = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE)
@@ -37,7 +40,7 @@ class EapPeer:
         password: str | None,
         methods: tuple[int, ...] = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE),
         rng: Callable[[int], bytes] = secrets.token_bytes,
-        tls: TlsCredentials | None = None,
+        tls: "TlsCredentials | None" = None,
     ) -> None:
         self.identity = identity
         self._password = password
@@ -132,6 +135,8 @@ class EapPeer:
         if eap_type == EapType.TLS:
             if self._tls is None:
                 assert self._tls_creds is not None  # else TLS is not in self._methods
+                from client.ikev2.auth.eap.tls import EapTlsPeer
+
                 self._tls = EapTlsPeer(self._tls_creds)
             reply = self._tls.handle(data)
             self._method_done = self._tls.done
