@@ -74,6 +74,7 @@ class Roamer:
         self._addresses: list[str] = []  # our addresses at the last look
         self.announced: tuple[IkeSA, list[str]] | None = None  # what the gateway knows
         self.reestablishing = False  # a new IKE SA is being built on the new path
+        self._reconnect_source: str | None = None  # the path at the last look, reconnecting
 
     # -- wiring -----------------------------------------------------------------------
     def start(self) -> None:
@@ -90,15 +91,7 @@ class Roamer:
 
     def drop_sockets(self) -> None:
         """The engine closes its sockets (an attempt ended): the old ones go as well."""
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        loop = self.engine.loop
-        for sock in self._old:
-            if loop is not None:
-                loop.remove_reader(sock.fileno())
-            sock.close()
-        self._old.clear()
+        self._close_old()
         self.reestablishing = False
         if self.paused_since is not None:
             self._cancel_give_up()
@@ -134,10 +127,17 @@ class Roamer:
             self._addresses = addresses
             self.refused.clear()  # a new network: the gateway may well take them now
         if e.reconnecting:
-            if self._natt_dest() and self._open_best() is not None:
-                log.info("a network path is back: reconnecting now")
-                e._wake.set()  # ends a backoff wait (engine._sleep)
+            # A new path (not any event) ends a backoff wait: try again at once.
+            probe = self._open_best()
+            source = probe.getsockname()[0] if probe is not None else None
+            if probe is not None:
+                probe.close()
+            if source is not None and source != self._reconnect_source:
+                log.info("a network path from %s: reconnecting now", source)
+                e._wake.set()  # see engine._sleep
+            self._reconnect_source = source
             return
+        self._reconnect_source = None
         sa = e.sa
         natt = e.socks.get("natt")
         if sa is None or sa.state is not State.ESTABLISHED or natt is None:
@@ -152,17 +152,16 @@ class Roamer:
             return
         self._move(chosen)
 
-    def _natt_dest(self) -> tuple[str, int] | None:
+    def _natt_dest(self) -> tuple[str, int]:
+        """Where ESP and IKE go once established: port 500 floats to 4500."""
         gateway = self.engine.gateway
-        if gateway is None:
-            return None
+        assert gateway is not None
         return gateway[0], NATT_PORT if gateway[1] == IKE_PORT else gateway[1]
 
     def _open_best(self) -> socket.socket | None:
         """A socket on the kernel's path to the gateway, or from the next address the
         gateway has not refused; None when no address has a path."""
         dest = self._natt_dest()
-        assert dest is not None
         try:
             sock = open_path(dest, DEFAULT_FWMARK)
         except OSError as exc:
@@ -231,33 +230,36 @@ class Roamer:
             self._old.append(sock)
 
     def _linger_then_close(self) -> None:
+        """The move is complete: the old sockets go once what was in flight is in."""
         loop = self.engine.loop
         if loop is None or not self._old:
             return
         if self._linger is not None:
             self._linger.cancel()
-        old, self._old = self._old, []
+        self._linger = loop.call_later(LINGER, self._close_old)
 
-        def close() -> None:
+    def _close_old(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
             self._linger = None
-            for sock in old:
+        loop = self.engine.loop
+        for sock in self._old:
+            if loop is not None:
                 loop.remove_reader(sock.fileno())
-                sock.close()
-
-        self._linger = loop.call_later(LINGER, close)
+            sock.close()
+        self._old.clear()
 
     def _announce(self, sa: IkeSA) -> None:
         """Same path, other addresses changed: the gateway gets the new list."""
         if not sa.peer_mobike or self.engine.loop is None:
             return
         additional = self.additional_addresses()
-        if self.announced is not None and self.announced[0] is sa \
-                and self.announced[1] == additional:
+        if self.announced is not None and self.announced[0] is sa:
+            known = self.announced[1]
+        else:
+            known = list(sa.config.additional_addresses)  # as IKE_AUTH said
+        if additional == known:
             return
-        if self.announced is None or self.announced[0] is not sa:
-            self.announced = (sa, list(sa.config.additional_addresses))
-            if self.announced[1] == additional:
-                return
         self.announced = (sa, additional)
         sa.announce_addresses(additional, self.engine.loop.time())
         self.engine._pump(sa)

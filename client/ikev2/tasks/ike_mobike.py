@@ -5,10 +5,12 @@ or NO_ADDITIONAL_ADDRESSES). Once the tunnel is up the driver says when our
 path changed (IkeSA.update_addresses, after it moved the sockets): an INFORMATIONAL
 request with N(UPDATE_SA_ADDRESSES), fresh NAT detection payloads and N(COOKIE2) leaves
 from the new address, and its retransmissions follow whatever path is current. The
-gateway moves the IKE SA and its ESP SAs to the address it sees; nothing is renegotiated.
-The answer tells whether a NAT is now in the way (its NAT-D payloads) and must echo
-our COOKIE2 (the return routability check); UNACCEPTABLE_ADDRESSES or
-UNEXPECTED_NAT_DETECTED refuse the move, and the driver tries another address or waits for one.
+gateway moves the IKE SA and its ESP SAs to the address it sees; we renegotiate nothing
+(a gateway whose data plane cannot move an SA, strongSwan's kernel-libipsec, rekeys the
+CHILD_SA right after, which the lifecycle answers as any rekey). The answer tells
+whether a NAT is now in the way (its NAT-D payloads) and must echo our COOKIE2 (the
+return routability check); UNACCEPTABLE_ADDRESSES or UNEXPECTED_NAT_DETECTED refuse the
+move, and the driver tries another address or waits for one.
 
 As in IKE_SA_INIT (tasks/ike_natd.py) our NAT_DETECTION_SOURCE_IP is random when
 encapsulation is forced, so that the gateway keeps UDP-encapsulating ESP to us.
@@ -162,23 +164,23 @@ class MobikeUpdate(Task):
     def process(self, msg: Message) -> Status:
         sa = self.sa
         refused = next((n for n in msg.notifies() if n.notify_type in REFUSALS), None)
-        error = next((n for n in msg.notifies() if n.is_error), None)
-        if refused is not None or (error is not None and self.update):
-            notify = refused or error
-            assert notify is not None
-            reason = _name(notify.notify_type)
+        error = refused or next((n for n in msg.notifies() if n.is_error), None)
+        if not self.update:
+            if error is not None:
+                log.warning("the gateway answered our address list with %s",
+                            _name(error.notify_type))
+            return Status.DONE
+        if error is not None:
+            reason = _name(error.notify_type)
             log.warning("the gateway refused our address %s: %s", self.local[0], reason)
             sa._events.append(AddressUpdateFailed(self.local[0], reason))
-            return Status.DONE
-        if not self.update:
             return Status.DONE
         echoed = msg.notify(NotifyType.COOKIE2)
         if echoed is None or not hmac.compare_digest(echoed.data, self.cookie2):
             # The return routability check failed: not an answer from the peer we asked.
             raise RemoteProtocolError("N(COOKIE2) missing or different in the answer to "
                                       "UPDATE_SA_ADDRESSES")
-        if any(isinstance(t, MobikeUpdate) and t.update
-               for ts, _ in sa._tasks.queue for t in ts):
+        if update_queued(sa):
             # We moved again meanwhile: the next update's answer tells where we are.
             return Status.DONE
         read_natd(sa, msg)
@@ -190,12 +192,17 @@ class MobikeUpdate(Task):
         return Status.DONE
 
 
+def update_queued(sa: IkeSA) -> bool:
+    """An address update waits for its turn (not the one in flight)."""
+    return any(isinstance(t, MobikeUpdate) and t.update
+               for tasks, _ in sa._tasks.queue for t in tasks)
+
+
 def start_update(sa: IkeSA, additional: Sequence[str] | None, now: float) -> None:
     """Queue an address update before anything else; an exchange in flight is sent again
     at once, on the new path (its retransmissions would otherwise go on waiting)."""
     tasks = sa._tasks
-    queued = [t for ts, _ in tasks.queue for t in ts]
-    if not any(isinstance(t, MobikeUpdate) and t.update for t in queued):
+    if not update_queued(sa):
         tasks.queue_tasks([MobikeUpdate(sa, additional)], front=True)
     resend_now(sa, now)
     tasks.initiate(now)
