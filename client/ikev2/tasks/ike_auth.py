@@ -216,7 +216,9 @@ class IkeAuth(Task):
                 self._allow_eap_only(eap)
             response = self.eap.handle(eap.data)
             if self.eap.succeeded:
-                log.info("EAP method %s succeeded", getattr(self.eap, "method", "?"))
+                method = self.eap.method
+                name = EapType(method).name if method in EapType._value2member_map_ else method
+                log.info("EAP method %s succeeded", name)
                 self.send_msk_auth = True
             elif response is not None:
                 self.pending_eap = response
