@@ -23,7 +23,6 @@ from typing import Any
 
 from . import control, transport
 from .config import build_ike_config
-from .esp.sa import EspInbound, EspOutbound
 from .ikev2.constants import IKE_PORT, NATT_PORT
 from .ikev2.errors import AuthenticationFailed, IkeError, PeerNotTrusted, PeerUnreachable
 from .ikev2.events import (
@@ -45,7 +44,7 @@ from .ikev2.tasks.ike_redirect import RedirectLimiter
 from .netconf import journal
 from .profile import Profile
 from .roaming import Roamer
-from .tunnel import Tunnel, TunnelSettings, esp_sas
+from .tunnel import Tunnel, TunnelSettings
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +114,6 @@ class Engine:
         self.reauth_sa: IkeSA | None = None
         self.old_sas: list[IkeSA] = []
         self._old_inbound: dict[IkeSA, list[int]] = {}
-        # ESP SAs of the tunnel by inbound SPI, and the one our packets leave on.
-        self._esp: dict[int, tuple[EspOutbound, EspInbound]] = {}
-        self._out_spi: int | None = None
         self.reconnecting = False
         self._up = False  # the current attempt brought the tunnel up
         self._up_since = 0.0
@@ -221,8 +217,8 @@ class Engine:
         self.status.update(state="reconnecting", last_error=last.reason)
         if self.tunnel.dataplane is not None:
             self.tunnel.dataplane.clear()  # packets are dropped until the new SAs are in
-        self._esp.clear()
-        self._out_spi = None
+        self.tunnel.esp.clear()
+        self.tunnel.out_spi = None
         when = f" in {delay:.0f} s" if delay >= 1 else ""
         self.progress(f"{what} ({last.reason}); reconnecting{when}")
 
@@ -410,7 +406,7 @@ class Engine:
             if isinstance(event, IkeSaClosed):  # a replaced SA is gone: so are its SAs
                 dp = self.tunnel.dataplane
                 for spi in self._old_inbound.pop(sa, []):
-                    if dp is not None and spi not in self._esp:
+                    if dp is not None and spi not in self.tunnel.esp:
                         dp.remove_inbound(spi)
             return
         if isinstance(event, IkeSaEstablished):
@@ -486,45 +482,26 @@ class Engine:
         t.move(s, self.tunnel_settings)
         if not keep_inbound:
             t.dataplane.clear()
-            self._esp.clear()
+            self.tunnel.esp.clear()
         self._install_child(ev.keys)
         log.info("tunnel %s moved to the new IKE SA", t.tun.name)
         self._connected(ev, s)
 
     def _install_child(self, keys: ChildSaKeys) -> None:
-        self._esp[keys.spi_in] = esp_sas(keys)
-        self._use_outbound(keys.spi_in)
-
-    def _use_outbound(self, spi_in: int) -> None:
-        """Send on the ESP SA of CHILD_SA `spi_in` from now on."""
-        dp = self.tunnel.dataplane
-        if dp is None or spi_in not in self._esp:
-            return
-        dp.install(*self._esp[spi_in])
-        if self._out_spi is not None and self._out_spi != spi_in:
+        if self.tunnel.install_child(keys):
             self.status["rekeys"] += 1
-        self._out_spi = spi_in
 
     def _child_rekeyed(self, ev: ChildSaRekeyed) -> None:
-        """A rekeyed CHILD_SA: accept its inbound packets at once; send on it now (we
-        rekeyed) or when the old one is deleted (the gateway did, RFC 7296 2.8)."""
-        dp = self.tunnel.dataplane
-        if dp is None:
+        if self.tunnel.dataplane is None:
             return
-        sas = esp_sas(ev.keys)
-        self._esp[ev.keys.spi_in] = sas
         self.status["esp_proposal"] = ev.esp_proposal
-        if ev.outbound or self._out_spi not in self._esp:
-            self._use_outbound(ev.keys.spi_in)
-        else:
-            dp.install(self._esp[self._out_spi][0], sas[1])  # same outbound, one more inbound
+        if self.tunnel.child_rekeyed(ev):
+            self.status["rekeys"] += 1
 
     def _child_deleted(self, ev: ChildSaDeleted) -> None:
-        if ev.replaced_by is not None:
-            self._use_outbound(ev.replaced_by)
-        if self.tunnel.dataplane is not None:
-            self.tunnel.dataplane.remove_inbound(ev.spi_in)
-        self._esp.pop(ev.spi_in, None)
+        if ev.replaced_by is not None and self.tunnel.use_outbound(ev.replaced_by):
+            self.status["rekeys"] += 1
+        self.tunnel.remove_inbound(ev.spi_in)
         if ev.remaining == 0 and self.sa is not None and self.loop is not None:
             log.warning("the gateway deleted the CHILD_SA %08x", ev.spi_in)
             self._ended_by_gateway = "the gateway deleted the tunnel's CHILD_SA"
@@ -566,7 +543,8 @@ class Engine:
             old, self.sa, self.reauth_sa = self.sa, sa, None
             if old is not None:
                 self.old_sas.append(old)
-                self._old_inbound[old] = [spi for spi in self._esp if spi != event.keys.spi_in]
+                self._old_inbound[old] = [spi for spi in self.tunnel.esp
+                                          if spi != event.keys.spi_in]
                 old.delete(self.loop.time())
                 self._pump(old)
             self.status["rekeys"] += 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .dataplane import DataPlane
 from .esp.sa import EspInbound, EspOutbound
-from .ikev2.events import ChildSaEstablished, ChildSaKeys, IpInterface, IpNetwork
+from .ikev2.events import ChildSaEstablished, ChildSaKeys, ChildSaRekeyed, IpInterface, IpNetwork
 from .netconf.dns import DnsManager
 from .netconf.routes import RouteManager
 from .profile import Profile
@@ -59,7 +59,8 @@ def esp_sas(k: ChildSaKeys) -> tuple[EspOutbound, EspInbound]:
 
 
 class Tunnel:
-    """The TUN device, routes, DNS and data plane of one established CHILD_SA."""
+    """The TUN device, routes, DNS and data plane of one established CHILD_SA, and the
+    ESP SAs the data plane uses."""
 
     def __init__(self, rdir: Path) -> None:
         self.rdir = rdir  # where the netconf journal and saved DNS state live
@@ -67,6 +68,9 @@ class Tunnel:
         self.routes: RouteManager | None = None
         self.dns: DnsManager | None = None
         self.dataplane: DataPlane | None = None
+        # ESP SAs of the tunnel by inbound SPI, and the one our packets leave on.
+        self.esp: dict[int, tuple[EspOutbound, EspInbound]] = {}
+        self.out_spi: int | None = None
 
     def open(self, s: TunnelSettings, loop: asyncio.AbstractEventLoop,
              send_esp: Callable[[bytes], None],
@@ -96,6 +100,41 @@ class Tunnel:
             if s.dns:
                 self.dns = self.dns or DnsManager(self.rdir)
                 self.dns.apply(s.dns, s.domains, self.tun.name)
+
+    # -- ESP SAs ------------------------------------------------------------------------
+    def install_child(self, keys: ChildSaKeys) -> bool:
+        """A new CHILD_SA, sent on from now on; True if it replaces the outbound SA."""
+        self.esp[keys.spi_in] = esp_sas(keys)
+        return self.use_outbound(keys.spi_in)
+
+    def use_outbound(self, spi_in: int) -> bool:
+        """Send on the ESP SA of CHILD_SA `spi_in` from now on; True if that replaces
+        another outbound SA (a rekey)."""
+        dp = self.dataplane
+        if dp is None or spi_in not in self.esp:
+            return False
+        dp.install(*self.esp[spi_in])
+        replaced = self.out_spi is not None and self.out_spi != spi_in
+        self.out_spi = spi_in
+        return replaced
+
+    def child_rekeyed(self, ev: ChildSaRekeyed) -> bool:
+        """A rekeyed CHILD_SA: accept its inbound packets at once; send on it now (we
+        rekeyed) or when the old one is deleted (the gateway did, RFC 7296 2.8). True if
+        the outbound SA changed."""
+        dp = self.dataplane
+        assert dp is not None
+        sas = esp_sas(ev.keys)
+        self.esp[ev.keys.spi_in] = sas
+        if ev.outbound or self.out_spi not in self.esp:
+            return self.use_outbound(ev.keys.spi_in)
+        dp.install(self.esp[self.out_spi][0], sas[1])  # same outbound, one more inbound
+        return False
+
+    def remove_inbound(self, spi_in: int) -> None:
+        if self.dataplane is not None:
+            self.dataplane.remove_inbound(spi_in)
+        self.esp.pop(spi_in, None)
 
     def close(self) -> None:
         # Reverse order of setup; each step guarded so one failure cannot strand the rest.
