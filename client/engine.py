@@ -1,7 +1,10 @@
-"""The asyncio driver: sockets, timers, TUN, routes and DNS around the sans-I/O IKE SA.
+"""The asyncio driver around the sans-I/O IKE SA: connecting and failover, redirects,
+reconnecting with backoff, reauthentication, timers and events, status and control.
 
-Everything the engine changes on the machine is undone in one place (`_teardown`), which
-runs on disconnect, on failure, and on SIGINT/SIGTERM; the netconf journal covers crashes.
+The sockets live in transport.py, the TUN device, routes, DNS and data plane in
+tunnel.py. Everything the engine changes on the machine is undone in one place
+(`_teardown`), which runs on disconnect, on failure, and on SIGINT/SIGTERM; the netconf
+journal covers crashes.
 """
 
 from __future__ import annotations
@@ -15,15 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from ipaddress import IPv4Address, IPv6Address, ip_interface
 from pathlib import Path
 from typing import Any
 
-from . import control
+from . import control, transport
 from .config import build_ike_config
-from .dataplane import DataPlane
-from .esp.sa import EspInbound, EspOutbound
-from .esp.udpencap import KEEPALIVE, NON_ESP_MARKER, classify
 from .ikev2.constants import IKE_PORT, NATT_PORT
 from .ikev2.errors import AuthenticationFailed, IkeError, PeerNotTrusted, PeerUnreachable
 from .ikev2.events import (
@@ -37,19 +36,15 @@ from .ikev2.events import (
     IkeSaEstablished,
     IkeSaRedirected,
     IkeSaRekeyed,
-    IpInterface,
-    IpNetwork,
     ReauthRequired,
 )
 from .ikev2.ike_sa import IkeConfig, IkeSA, State
 from .ikev2.task_manager import RetransmitPolicy
 from .ikev2.tasks.ike_redirect import RedirectLimiter
 from .netconf import journal
-from .netconf.dns import DnsManager
-from .netconf.routes import DEFAULT_FWMARK, RouteManager
 from .profile import Profile
 from .roaming import Roamer
-from .tun import TunDevice
+from .tunnel import Tunnel, TunnelSettings
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +57,6 @@ REAUTH_RETRY = 15.0  # seconds before a failed reauthentication is tried again
 # A session shorter than this counts as a failed attempt: two devices of one user that
 # keep replacing each other's IKE SA (INITIAL_CONTACT) back off instead of ping-ponging.
 STABLE_SESSION = 30.0
-SO_MARK = 36  # socket.SO_MARK is missing from older Pythons
-DEFAULT_MTU = 1400  # fits ESP-in-UDP overhead on a 1500-byte path, as strongSwan's Android client
 
 
 def exit_code_for(error: BaseException | None) -> int:
@@ -78,71 +71,12 @@ def exit_code_for(error: BaseException | None) -> int:
     return EXIT_FAILURE
 
 
-@dataclass(frozen=True)
-class TunnelSettings:
-    """What the tunnel is configured with, from the profile and the gateway's CHILD_SA."""
-
-    mtu: int
-    vips: list[IpInterface]
-    routes: list[IpNetwork]
-    excluded: list[IpNetwork]
-    dns: list[IPv4Address | IPv6Address]
-    domains: list[str]
-
-    @classmethod
-    def of(cls, p: Profile, ev: ChildSaEstablished) -> TunnelSettings:
-        # Host addresses: what reaches the tunnel is decided by the routes, not by the
-        # prefix length the gateway happened to send with an IPv6 address.
-        vips = [ip_interface(a.ip) for a in ev.virtual_ips]
-        families = {a.version for a in vips}
-        routes = list(p.split_subnets) or list(ev.remote_ts)
-        return cls(
-            mtu=p.mtu or DEFAULT_MTU, vips=vips,
-            routes=[r for r in routes if r.version in families],
-            excluded=list(p.split_excluded),
-            dns=list(p.dns_servers) or list(ev.dns_servers),
-            domains=list(p.dns_domains) or list(ev.dns_domains),
-        )
-
-
-def esp_sas(k: ChildSaKeys) -> tuple[EspOutbound, EspInbound]:
-    return (
-        EspOutbound(k.spi_out, k.encr_id, k.key_bits, k.encr_key_out, k.integ_id, k.integ_key_out),
-        EspInbound(k.spi_in, k.encr_id, k.key_bits, k.encr_key_in, k.integ_id, k.integ_key_in),
-    )
-
-
 @dataclass
 class Secrets:
     """What the user typed or the keyring holds; kept in memory only."""
 
     password: str | None = field(default=None, repr=False)  # EAP password or PSK
     p12_passphrase: str | None = field(default=None, repr=False)
-
-
-class _Tunnel:
-    """The TUN device, routes, DNS and data plane of one established CHILD_SA."""
-
-    def __init__(self) -> None:
-        self.tun: TunDevice | None = None
-        self.routes: RouteManager | None = None
-        self.dns: DnsManager | None = None
-        self.dataplane: DataPlane | None = None
-
-    def close(self) -> None:
-        # Reverse order of setup; each step guarded so one failure cannot strand the rest.
-        steps = (
-            ("data plane", lambda: self.dataplane and self.dataplane.stop()),
-            ("DNS", lambda: self.dns and self.dns.restore()),
-            ("routes", lambda: self.routes and self.routes.restore()),
-            ("TUN device", lambda: self.tun and self.tun.close()),
-        )
-        for what, step in steps:
-            try:
-                step()
-            except Exception:
-                log.exception("restoring %s failed", what)
-        self.dataplane = self.dns = self.routes = self.tun = None
 
 
 class Engine:
@@ -170,7 +104,7 @@ class Engine:
         self.error = error or progress  # why the connection ended, when it failed
         self.loop: asyncio.AbstractEventLoop | None = None
         self.sa: IkeSA | None = None
-        self.tunnel = _Tunnel()
+        self.tunnel = Tunnel(rdir)
         self.socks: dict[str, socket.socket] = {}
         self.gateway: tuple[str, int] | None = None
         self.use_natt_port = False
@@ -180,9 +114,6 @@ class Engine:
         self.reauth_sa: IkeSA | None = None
         self.old_sas: list[IkeSA] = []
         self._old_inbound: dict[IkeSA, list[int]] = {}
-        # ESP SAs of the tunnel by inbound SPI, and the one our packets leave on.
-        self._esp: dict[int, tuple[EspOutbound, EspInbound]] = {}
-        self._out_spi: int | None = None
         self.reconnecting = False
         self._up = False  # the current attempt brought the tunnel up
         self._up_since = 0.0
@@ -286,8 +217,8 @@ class Engine:
         self.status.update(state="reconnecting", last_error=last.reason)
         if self.tunnel.dataplane is not None:
             self.tunnel.dataplane.clear()  # packets are dropped until the new SAs are in
-        self._esp.clear()
-        self._out_spi = None
+        self.tunnel.esp.clear()
+        self.tunnel.out_spi = None
         when = f" in {delay:.0f} s" if delay >= 1 else ""
         self.progress(f"{what} ({last.reason}); reconnecting{when}")
 
@@ -337,17 +268,17 @@ class Engine:
         assert self.loop is not None
         port = self.profile.remote_port
         self.progress(f"resolving {host}")
-        addr = await self._resolve(host, port)
+        addr = await transport.resolve(self.loop, host, port, self.profile.ipv6_transport)
         if self.disconnect_requested:
             return IkeSaClosed("connection attempt cancelled")
         self.gateway = (addr, port)
         # Port 500 floats to 4500; any other port is already the NAT-T port (RFC 7296 2.23).
         natt_port = NATT_PORT if port == IKE_PORT else port
         self.use_natt_port = port != IKE_PORT
-        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        self.socks["ike"] = self._socket(family, (addr, port), self._on_ike_readable)
+        self.socks["ike"] = transport.open_socket(self.loop, (addr, port), self._on_ike_readable)
         if natt_port != port:
-            self.socks["natt"] = self._socket(family, (addr, natt_port), self._on_natt_readable)
+            self.socks["natt"] = transport.open_socket(
+                self.loop, (addr, natt_port), self._on_natt_readable)
         else:
             self.socks["natt"] = self.socks["ike"]
         local = self.socks["ike"].getsockname()[:2]
@@ -375,40 +306,12 @@ class Engine:
                 min(p.tries, RECONNECT_PROBE.tries))
         config.additional_addresses = self.roamer.additional_addresses()  # MOBIKE
 
-    async def _resolve(self, host: str, port: int) -> str:
-        assert self.loop is not None
-        try:
-            infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-        except socket.gaierror as exc:
-            raise PeerUnreachable(f"cannot resolve {host}: {exc.strerror}") from None
-        prefer = socket.AF_INET6 if self.profile.ipv6_transport else socket.AF_INET
-        infos.sort(key=lambda info: info[0] != prefer)
-        return infos[0][4][0]
-
-    def _socket(self, family: int, dest: tuple[str, int], on_readable) -> socket.socket:
-        assert self.loop is not None
-        s = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            # Marked packets bypass the tunnel's routing table: the tunnel's own traffic
-            # must never be routed into the tunnel.
-            s.setsockopt(socket.SOL_SOCKET, SO_MARK, DEFAULT_FWMARK)
-            s.setblocking(False)
-            s.connect(dest)
-        except OSError:
-            s.close()
-            raise
-        self.loop.add_reader(s.fileno(), on_readable)
-        return s
-
     def _close_sockets(self) -> None:
         assert self.loop is not None
         # IKE SAs that share these sockets end with them.
         for sa in [s for s in self._sas() if s is not self.sa]:
             self._drop_sa(sa)
-        for s in {id(s): s for s in self.socks.values()}.values():
-            self.loop.remove_reader(s.fileno())
-            s.close()
-        self.socks.clear()
+        transport.close_sockets(self.loop, self.socks)
         self.roamer.drop_sockets()
 
     # -- datagrams in and out -------------------------------------------------------
@@ -421,39 +324,19 @@ class Engine:
     def _drain(self, sock: socket.socket | None, natt: bool) -> None:
         if sock is None or self.sa is None or self.loop is None:
             return
-        ike_seen = False
-        for _ in range(256):  # bounded, so one busy socket cannot starve the loop
-            try:
-                data = sock.recv(65535)
-            except BlockingIOError:
-                break
-            except OSError as exc:  # ICMP errors surface here on connected sockets
-                log.debug("receive error: %s", exc)
-                break
-            if not natt:
-                self._sa_for(data).receive(data, self.loop.time())
-                ike_seen = True
-                continue
-            kind, payload = classify(data)
-            if kind == "esp":
-                if self.tunnel.dataplane is not None:
-                    self.tunnel.dataplane.on_esp(data)
-            elif kind == "ike":
-                self._sa_for(payload).receive(payload, self.loop.time())
-                ike_seen = True
-            elif kind == "invalid":
-                log.debug("dropped an invalid datagram of %d bytes", len(data))
-        if ike_seen:
+        if transport.drain(sock, natt, self._receive_ike, self._receive_esp):
             self._pump()
 
+    def _receive_ike(self, data: bytes) -> None:
+        assert self.loop is not None
+        self._sa_for(data).receive(data, self.loop.time())
+
+    def _receive_esp(self, data: bytes) -> None:
+        if self.tunnel.dataplane is not None:
+            self.tunnel.dataplane.on_esp(data)
+
     def _send_esp(self, packet: bytes) -> None:
-        sock = self.socks.get("natt")
-        if sock is None:
-            return
-        try:
-            sock.send(packet)
-        except OSError as exc:
-            log.debug("ESP send failed: %s", exc)
+        transport.send_esp(self.socks.get("natt"), packet)
 
     def _sas(self) -> list[IkeSA]:
         return [s for s in (self.sa, self.reauth_sa, *self.old_sas) if s is not None]
@@ -492,12 +375,8 @@ class Engine:
         for packet in sa.datagrams_to_send():
             on_natt = sa.natt or self.use_natt_port
             sock = self.socks.get("natt" if on_natt else "ike")
-            if sock is None:
-                continue
-            try:
-                sock.send(NON_ESP_MARKER + packet if on_natt else packet)
-            except OSError as exc:
-                log.info("sending an IKE message failed: %s", exc)  # retransmission copes
+            if sock is not None:
+                transport.send_ike(sock, packet, on_natt)
         timer = self.timers.pop(sa, None)
         if timer is not None:
             timer.cancel()
@@ -527,7 +406,7 @@ class Engine:
             if isinstance(event, IkeSaClosed):  # a replaced SA is gone: so are its SAs
                 dp = self.tunnel.dataplane
                 for spi in self._old_inbound.pop(sa, []):
-                    if dp is not None and spi not in self._esp:
+                    if dp is not None and spi not in self.tunnel.esp:
                         dp.remove_inbound(spi)
             return
         if isinstance(event, IkeSaEstablished):
@@ -585,15 +464,8 @@ class Engine:
         s = TunnelSettings.of(self.profile, ev)
         started = self.loop.time()
         t = self.tunnel
-        t.tun = TunDevice.open(mtu=s.mtu)
-        t.routes = RouteManager(t.tun.name, runtime_dir=self.rdir)
-        t.routes.apply(s.vips, s.routes, s.excluded, s.mtu)
-        if s.dns:
-            t.dns = DnsManager(self.rdir)
-            t.dns.apply(s.dns, s.domains, t.tun.name)
-        # The socket getter lets the data plane send bursts with UDP GSO; it follows the
-        # NAT-T socket of the moment (a reconnect replaces it).
-        t.dataplane = DataPlane(self.loop, t.tun, self._send_esp, lambda: self.socks.get("natt"))
+        t.open(s, self.loop, self._send_esp, lambda: self.socks.get("natt"))
+        assert t.tun is not None and t.dataplane is not None
         self._install_child(ev.keys)
         t.dataplane.start()
         log.info("tunnel %s up in %.1f ms", t.tun.name, (self.loop.time() - started) * 1000)
@@ -604,59 +476,32 @@ class Engine:
         reauthentication): the TUN device stays; addresses, routes and DNS are redone
         only where the new gateway changed them. With `keep_inbound` the old inbound SAs
         stay until their IKE SA is deleted (make-before-break)."""
-        t, old = self.tunnel, self.tunnel_settings
+        t = self.tunnel
         assert t.tun is not None and t.routes is not None and t.dataplane is not None
         s = TunnelSettings.of(self.profile, ev)
-        if old is None or (s.vips, s.routes) != (old.vips, old.routes):
-            t.routes.restore()
-            t.routes.apply(s.vips, s.routes, s.excluded, s.mtu)
-        if old is None or (s.dns, s.domains) != (old.dns, old.domains):
-            if t.dns is not None:
-                t.dns.restore()
-            if s.dns:
-                t.dns = t.dns or DnsManager(self.rdir)
-                t.dns.apply(s.dns, s.domains, t.tun.name)
+        t.move(s, self.tunnel_settings)
         if not keep_inbound:
             t.dataplane.clear()
-            self._esp.clear()
+            self.tunnel.esp.clear()
         self._install_child(ev.keys)
         log.info("tunnel %s moved to the new IKE SA", t.tun.name)
         self._connected(ev, s)
 
     def _install_child(self, keys: ChildSaKeys) -> None:
-        self._esp[keys.spi_in] = esp_sas(keys)
-        self._use_outbound(keys.spi_in)
-
-    def _use_outbound(self, spi_in: int) -> None:
-        """Send on the ESP SA of CHILD_SA `spi_in` from now on."""
-        dp = self.tunnel.dataplane
-        if dp is None or spi_in not in self._esp:
-            return
-        dp.install(*self._esp[spi_in])
-        if self._out_spi is not None and self._out_spi != spi_in:
+        if self.tunnel.install_child(keys):
             self.status["rekeys"] += 1
-        self._out_spi = spi_in
 
     def _child_rekeyed(self, ev: ChildSaRekeyed) -> None:
-        """A rekeyed CHILD_SA: accept its inbound packets at once; send on it now (we
-        rekeyed) or when the old one is deleted (the gateway did, RFC 7296 2.8)."""
-        dp = self.tunnel.dataplane
-        if dp is None:
+        if self.tunnel.dataplane is None:
             return
-        sas = esp_sas(ev.keys)
-        self._esp[ev.keys.spi_in] = sas
         self.status["esp_proposal"] = ev.esp_proposal
-        if ev.outbound or self._out_spi not in self._esp:
-            self._use_outbound(ev.keys.spi_in)
-        else:
-            dp.install(self._esp[self._out_spi][0], sas[1])  # same outbound, one more inbound
+        if self.tunnel.child_rekeyed(ev):
+            self.status["rekeys"] += 1
 
     def _child_deleted(self, ev: ChildSaDeleted) -> None:
-        if ev.replaced_by is not None:
-            self._use_outbound(ev.replaced_by)
-        if self.tunnel.dataplane is not None:
-            self.tunnel.dataplane.remove_inbound(ev.spi_in)
-        self._esp.pop(ev.spi_in, None)
+        if ev.replaced_by is not None and self.tunnel.use_outbound(ev.replaced_by):
+            self.status["rekeys"] += 1
+        self.tunnel.remove_inbound(ev.spi_in)
         if ev.remaining == 0 and self.sa is not None and self.loop is not None:
             log.warning("the gateway deleted the CHILD_SA %08x", ev.spi_in)
             self._ended_by_gateway = "the gateway deleted the tunnel's CHILD_SA"
@@ -698,7 +543,8 @@ class Engine:
             old, self.sa, self.reauth_sa = self.sa, sa, None
             if old is not None:
                 self.old_sas.append(old)
-                self._old_inbound[old] = [spi for spi in self._esp if spi != event.keys.spi_in]
+                self._old_inbound[old] = [spi for spi in self.tunnel.esp
+                                          if spi != event.keys.spi_in]
                 old.delete(self.loop.time())
                 self._pump(old)
             self.status["rekeys"] += 1
@@ -742,10 +588,7 @@ class Engine:
         def tick() -> None:
             sock = self.socks.get("natt")
             if sock is not None:
-                try:
-                    sock.send(KEEPALIVE)
-                except OSError:
-                    pass
+                transport.send_keepalive(sock)
                 self.keepalive = self.loop.call_later(interval, tick)
 
         self.keepalive = self.loop.call_later(interval, tick)

@@ -24,10 +24,7 @@ redirects its SA to GW2, which serves `redirect` on 198.51.100.2).
 from __future__ import annotations
 
 import base64
-import re
-import shutil
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -37,7 +34,7 @@ from tests.lab.gateway import EAP_PASSWORD, EAP_USER, ESP_PROPOSALS, IKE_PROPOSA
 from tests.lab.netns import Namespace, add_veth
 from tests.lab.pki import GATEWAY_ID, Credential, TestPKI
 from tests.lab.profiles import write_profile
-from tests.lab.topology import NsState, PingResult, leftovers, restore, snapshot
+from tests.lab.topology import NamespaceLab, NsState, PingResult, ping, snapshot
 
 PATH_MTU = 1280
 CLIENT_ADDR = "192.0.2.100"
@@ -218,8 +215,10 @@ class EdgeGateway(CharonInstance):
                               "--timeout", "2"], check=False)
 
 
-class EdgeLab:
+class EdgeLab(NamespaceLab):
     """`with EdgeLab() as lab:` builds client, GW1 and GW2 and always tears them down."""
+
+    label = "edge lab"
 
     def __init__(self, keep_dir: bool = False) -> None:
         self.keep_dir = keep_dir
@@ -232,20 +231,8 @@ class EdgeLab:
         self.gw2: EdgeGateway | None = None
         self.baseline: NsState | None = None
 
-    def __enter__(self) -> EdgeLab:
-        try:
-            self._setup()
-        except BaseException:
-            self.teardown()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.teardown()
-
     def _setup(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="vpnedge-"))
-        self.dir.chmod(0o755)
+        self._make_dir("vpnedge-")
         self.pki = ChainPKI.create_chain(self.dir / "pki")
         c, g1, g2 = self.client_ns, self.gw1_ns, self.gw2_ns
         for ns in (c, g1, g2):
@@ -290,13 +277,9 @@ class EdgeLab:
         self.baseline = snapshot(c)
 
     def teardown(self) -> None:
-        for gw in (self.gw1, self.gw2):
-            if gw is not None:
-                gw.stop()
-        for ns in (self.client_ns, self.gw1_ns, self.gw2_ns):
-            ns.delete()
-        if self.dir != Path() and not self.keep_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        self._tear_down((lambda: self.gw1 and self.gw1.stop(),
+                         lambda: self.gw2 and self.gw2.stop(),
+                         self.client_ns.delete, self.gw1_ns.delete, self.gw2_ns.delete))
 
     # -- helpers for tests ---------------------------------------------------------------
     def profile(self, conn: str, **extra: Any) -> Path:
@@ -327,16 +310,4 @@ class EdgeLab:
                    if f"length {OVERSIZE}" in line)
 
     def ping(self, count: int = 3, interval: float = 0.2, wait: float = 2.0) -> PingResult:
-        proc = self.client_ns.run(
-            ["ping", "-4", "-n", "-c", str(count), "-i", str(interval), "-W", str(wait),
-             LAN_HOST], check=False, timeout=count * (interval + wait) + 10)
-        received = len(re.findall(rf"bytes from {re.escape(LAN_HOST)}", proc.stdout))
-        return PingResult(received > 0, received, proc.stdout + proc.stderr)
-
-    def leftovers(self) -> list[str]:
-        assert self.baseline is not None
-        return leftovers(self.client_ns, self.baseline)
-
-    def reset_client(self) -> None:
-        assert self.baseline is not None
-        restore(self.client_ns, self.baseline)
+        return ping(self.client_ns, LAN_HOST, count, interval, wait)

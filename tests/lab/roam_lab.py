@@ -22,9 +22,6 @@ matches NAT-T keepalives (UDP to 4500 with a one-byte payload, 29-byte IP packet
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +29,7 @@ from tests.lab.gateway import GATEWAY_ADDRS, LAN_HOST, POOL_DNS, SCENARIOS, Stro
 from tests.lab.netns import Namespace, add_veth
 from tests.lab.pki import TestPKI
 from tests.lab.profiles import make_profile, secret_for, write_profile
-from tests.lab.topology import NsState, PingResult, leftovers, restore, snapshot
+from tests.lab.topology import NamespaceLab, NsState, PingResult, ping, snapshot
 
 UPLINKS = {
     # name: (client address, router address, route metric)
@@ -52,8 +49,10 @@ KEEPALIVE_RULE = ["INPUT", "-i", "eth0", "-p", "udp", "--dport", "4500", "-m", "
                   "--length", str(KEEPALIVE_LEN), "-j", "ACCEPT"]
 
 
-class RoamLab:
+class RoamLab(NamespaceLab):
     """`with RoamLab() as lab:` builds client, router and gateway, and always removes them."""
+
+    label = "roam lab"
 
     def __init__(self, keep_dir: bool = False) -> None:
         self.keep_dir = keep_dir or bool(os.environ.get("VPNLAB_KEEP"))
@@ -66,20 +65,8 @@ class RoamLab:
         self.baseline: NsState | None = None
         self._nat = False
 
-    def __enter__(self) -> RoamLab:
-        try:
-            self._setup()
-        except BaseException:
-            self.teardown()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.teardown()
-
     def _setup(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="vpnroam-"))
-        self.dir.chmod(0o755)
+        self._make_dir("vpnroam-")
         self.pki = TestPKI.create(self.dir / "pki")
         c, r, g = self.client_ns, self.router_ns, self.gw_ns
         for ns in (c, r, g):
@@ -105,17 +92,8 @@ class RoamLab:
         self.baseline = snapshot(c)
 
     def teardown(self) -> None:
-        errors: list[str] = []
-        for step in (lambda: self.gateway and self.gateway.stop(), self.client_ns.delete,
-                     self.router_ns.delete, self.gw_ns.delete):
-            try:
-                step()
-            except Exception as exc:  # keep tearing down the rest
-                errors.append(repr(exc))
-        if self.dir != Path() and not self.keep_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        if errors:
-            raise RuntimeError("roam lab teardown: " + "; ".join(errors))
+        self._tear_down((lambda: self.gateway and self.gateway.stop(), self.client_ns.delete,
+                         self.router_ns.delete, self.gw_ns.delete))
 
     # -- the network changes ------------------------------------------------------------
     def uplink_down(self, uplink: str) -> None:
@@ -192,21 +170,13 @@ class RoamLab:
         return secret_for(SCENARIO, self.pki)
 
     def ping(self, count: int = 3) -> PingResult:
-        proc = self.client_ns.run(["ping", "-4", "-n", "-c", str(count), "-i", "0.2", "-W",
-                                   "2", LAN_HOST], check=False, timeout=count * 3 + 10)
-        received = len(re.findall(rf"bytes from {re.escape(LAN_HOST)}", proc.stdout))
-        return PingResult(received > 0, received, proc.stdout + proc.stderr)
+        return ping(self.client_ns, LAN_HOST, count, timeout=count * 3 + 10)
 
     def new_links(self) -> list[str]:
         """Devices in the client namespace that were not there at setup (the TUN)."""
         assert self.baseline is not None
         return sorted(snapshot(self.client_ns).links - self.baseline.links)
 
-    def leftovers(self) -> list[str]:
-        assert self.baseline is not None
-        return leftovers(self.client_ns, self.baseline)
-
     def reset_client(self) -> None:
-        assert self.baseline is not None
         self.reset_network()
-        restore(self.client_ns, self.baseline)
+        super().reset_client()

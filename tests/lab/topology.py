@@ -23,8 +23,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from tests.lab.charon import strongswan_available
 from tests.lab.gateway import (
@@ -217,7 +219,75 @@ class PingResult:
     output: str
 
 
-class Lab:
+def ping(ns: Namespace, dest: str, count: int = 3, interval: float = 0.2, wait: float = 2.0,
+         timeout: float | None = None) -> PingResult:
+    """`ping` from `ns`; how many of `count` echo requests `dest` answered."""
+    family = "-6" if ":" in dest else "-4"
+    proc = ns.run(
+        ["ping", family, "-n", "-c", str(count), "-i", str(interval), "-W", str(wait), dest],
+        check=False, timeout=count * (interval + wait) + 10 if timeout is None else timeout,
+    )
+    received = len(re.findall(rf"bytes from {re.escape(dest)}", proc.stdout))
+    return PingResult(received > 0, received, proc.stdout + proc.stderr)
+
+
+class NamespaceLab:
+    """What every lab shares: `with` builds it (`_setup`) and always tears it down, even
+    when building fails half-way; its scratch directory; the client namespace's state."""
+
+    label = "lab"  # names the lab in teardown errors
+    client_ns: Namespace
+    baseline: NsState | None
+    dir: Path
+    keep_dir: bool
+
+    def setup(self) -> Self:
+        try:
+            self._setup()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def __enter__(self) -> Self:
+        return self.setup()
+
+    def __exit__(self, *exc: object) -> None:
+        self.teardown()
+
+    def _setup(self) -> None:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        raise NotImplementedError
+
+    def _make_dir(self, prefix: str, base_dir: Path | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix, dir=base_dir))
+        self.dir.chmod(0o755)  # charon drops privileges and must read its files
+
+    def _tear_down(self, steps: Iterable[Callable[[], object]]) -> None:
+        """Run every step even when one fails, remove the directory, then report."""
+        errors: list[str] = []
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:  # keep tearing down the rest
+                errors.append(repr(exc))
+        if self.dir != Path() and not self.keep_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if errors:
+            raise RuntimeError(f"{self.label} teardown: " + "; ".join(errors))
+
+    def leftovers(self) -> list[str]:
+        assert self.baseline is not None
+        return leftovers(self.client_ns, self.baseline)
+
+    def reset_client(self) -> None:
+        assert self.baseline is not None
+        restore(self.client_ns, self.baseline)
+
+
+class Lab(NamespaceLab):
     """`with Lab() as lab:` builds everything and always tears it down."""
 
     def __init__(self, base_dir: Path | None = None, keep_dir: bool = False) -> None:
@@ -232,17 +302,8 @@ class Lab:
         self.baseline: NsState | None = None
 
     # -- lifecycle -------------------------------------------------------------------
-    def setup(self) -> Lab:
-        try:
-            self._setup()
-        except BaseException:
-            self.teardown()
-            raise
-        return self
-
     def _setup(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="vpnlab-", dir=self._base_dir))
-        self.dir.chmod(0o755)
+        self._make_dir("vpnlab-", self._base_dir)
         self.pki = TestPKI.create(self.dir / "pki")
         self.client_ns.create()
         self.gw_ns.create()
@@ -273,21 +334,12 @@ class Lab:
         self.baseline = snapshot(self.client_ns)
 
     def teardown(self) -> None:
-        errors: list[str] = []
-        for step in (
+        self._tear_down((
             lambda: self.gateway and self.gateway.stop(),
             lambda: self.sink and self._stop_sink(),
             self.client_ns.delete,
             self.gw_ns.delete,
-        ):
-            try:
-                step()
-            except Exception as exc:  # keep tearing down the rest
-                errors.append(repr(exc))
-        if self.dir != Path() and not self.keep_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-        if errors:
-            raise RuntimeError("lab teardown: " + "; ".join(errors))
+        ))
 
     def _stop_sink(self) -> None:
         assert self.sink is not None
@@ -300,31 +352,11 @@ class Lab:
         if self.sink.stdout:
             self.sink.stdout.close()
 
-    def __enter__(self) -> Lab:
-        return self.setup()
-
-    def __exit__(self, *exc: object) -> None:
-        self.teardown()
-
     # -- checks ----------------------------------------------------------------------
-    def leftovers(self) -> list[str]:
-        assert self.baseline is not None
-        return leftovers(self.client_ns, self.baseline)
-
-    def reset_client(self) -> None:
-        assert self.baseline is not None
-        restore(self.client_ns, self.baseline)
-
     def ping(
         self, dest: str = LAN_HOST, count: int = 3, interval: float = 0.2, wait: float = 2.0,
     ) -> PingResult:
-        family = "-6" if ":" in dest else "-4"
-        proc = self.client_ns.run(
-            ["ping", family, "-n", "-c", str(count), "-i", str(interval), "-W", str(wait), dest],
-            check=False, timeout=count * (interval + wait) + 10,
-        )
-        received = len(re.findall(rf"bytes from {re.escape(dest)}", proc.stdout))
-        return PingResult(received > 0, received, proc.stdout + proc.stderr)
+        return ping(self.client_ns, dest, count, interval, wait)
 
     def route_get(self, dest: str, mark: int | None = None) -> dict[str, str]:
         """`ip route get DEST [mark M]` in the client namespace: {"dev", "via", "src", ...}

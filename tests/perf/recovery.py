@@ -15,21 +15,17 @@ start again, its usual road-warrior configuration. Run as root:
 from __future__ import annotations
 
 import argparse
-import re
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 from tests.lab.gateway import LAN_HOST
-from tests.lab.netns import kill_all
 from tests.lab.strongswan_client import StrongSwanClient
-from tests.lab.topology import Lab, lab_unavailable
+from tests.lab.topology import Lab
 from tests.lab.traffic import BackgroundPing
 from tests.lab.vpnclient import VpnClient
+from tests.perf.common import TimedPing, cannot_measure, reset, stop_vpnclient
 
-REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from ", re.M)
 RECONNECTING = (("keyingtries = 0",), ("close_action = start", "dpd_action = restart"))
 
 
@@ -42,26 +38,14 @@ class Result:
     note: str = ""
 
 
-class Ping:
-    def __init__(self, lab: Lab, interval: float = 0.02) -> None:
-        self.proc = lab.client_ns.popen(["ping", "-4", "-n", "-D", "-i", str(interval),
-                                         LAN_HOST], stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True)
-
-    def stop(self) -> list[float]:
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=10)
-        return [float(m) for m in REPLY.findall(out)]
-
-
-def restart_figures(lab: Lab, replies_before: Ping, wait_back) -> tuple[str, str]:
+def restart_figures(lab: Lab, replies_before: TimedPing, wait_back) -> tuple[str, str]:
     time.sleep(2.0)
     assert lab.gateway is not None
     lab.gateway.restart()
     back = time.time()
     wait_back()
     time.sleep(2.0)
-    times = replies_before.stop()
+    times = [t for t, _ in replies_before.stop()]
     after = [t for t in times if t > back]
     gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
     gap = f"{max(gaps, default=0):.2f} s without replies"
@@ -74,7 +58,7 @@ def vpnclient_restart(lab: Lab, run: int) -> list[Result]:
     client = VpnClient(lab.client_ns, lab.dir / f"vpnclient-restart-{run}")
     try:
         client.connect(lab.profile("reconnect"), lab.secret("reconnect"))
-        ping = Ping(lab)
+        ping = TimedPing(lab.client_ns, 0.02)
 
         def wait_back() -> None:
             deadline = time.monotonic() + 60
@@ -101,7 +85,7 @@ def strongswan_restart(lab: Lab, run: int) -> list[Result]:
     try:
         if client.initiate().returncode != 0:
             return [Result("strongSwan 5.9.8", "gateway restart", run, "-", "initiate failed")]
-        ping = Ping(lab)
+        ping = TimedPing(lab.client_ns, 0.02)
 
         def wait_back() -> None:
             deadline = time.monotonic() + 60
@@ -116,7 +100,7 @@ def strongswan_restart(lab: Lab, run: int) -> list[Result]:
     finally:
         client.terminate()
         client.stop()
-        _reset(lab)
+        reset(lab)
 
 
 def rekey_loss(lab: Lab, client_name: str) -> Result:
@@ -139,26 +123,14 @@ def rekey_loss(lab: Lab, client_name: str) -> Result:
         finally:
             sswan.terminate()
             sswan.stop()
-            _reset(lab)
+            reset(lab)
     return Result(client_name, "rekeys, 66 s", 1,
                   f"{stats.lost} of {stats.transmitted} pings lost")
 
 
 def _stop_vpnclient(lab: Lab, client: VpnClient) -> None:
-    if client.proc is not None and client.proc.poll() is None:
-        client.run("disconnect", timeout=15)
-        try:
-            client.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            client.kill()
-    _reset(lab)
-
-
-def _reset(lab: Lab) -> None:
-    kill_all(lab.client_ns.name)
-    assert lab.gateway is not None
-    lab.gateway.terminate_all()
-    lab.reset_client()
+    stop_vpnclient(client)
+    reset(lab)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rekey", action="store_true", help="also measure loss in rekeys")
     args = parser.parse_args(argv)
-    reason = lab_unavailable()
-    if reason:
-        print(f"cannot measure: {reason}", file=sys.stderr)
+    if cannot_measure():
         return 2
     results: list[Result] = []
     with Lab() as lab:

@@ -8,20 +8,15 @@ Measures, in the lab, the time from starting the connect (`swanctl --initiate` o
 from __future__ import annotations
 
 import argparse
-import re
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
-from tests.lab.gateway import LAN_HOST
-from tests.lab.netns import kill_all
 from tests.lab.strongswan_client import StrongSwanClient
-from tests.lab.topology import Lab, lab_unavailable
+from tests.lab.topology import Lab
 from tests.lab.vpnclient import VpnClient
-
-REPLY = re.compile(rf"^\[(\d+\.\d+)\] \d+ bytes from {re.escape(LAN_HOST)}", re.M)
+from tests.perf.common import TimedPing, cannot_measure, reset, stop_vpnclient
 
 
 @dataclass
@@ -33,16 +28,13 @@ class Run:
     note: str = ""
 
 
-def start_ping(lab: Lab) -> subprocess.Popen:
-    return lab.client_ns.popen(["ping", "-n", "-D", "-i", "0.01", LAN_HOST],
-                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def start_ping(lab: Lab) -> TimedPing:
+    return TimedPing(lab.client_ns, 0.01)
 
 
-def first_reply(ping: subprocess.Popen, t0: float) -> float | None:
-    ping.send_signal(signal.SIGINT)
-    out, _ = ping.communicate(timeout=5)
-    match = REPLY.search(out)
-    return (float(match.group(1)) - t0) * 1000 if match else None
+def first_reply(ping: TimedPing, t0: float) -> float | None:
+    replies = ping.stop()
+    return (replies[0][0] - t0) * 1000 if replies else None
 
 
 def measure_strongswan(lab: Lab, run: int) -> Run:
@@ -61,9 +53,7 @@ def measure_strongswan(lab: Lab, run: int) -> Run:
             return Run("strongSwan 5.9.8", run, None, None, "initiate failed")
         return Run("strongSwan 5.9.8", run, up, ping_ms)
     finally:
-        if ping.poll() is None:
-            ping.kill()
-            ping.wait()
+        ping.close()
         client.terminate()
         client.stop()
         lab.reset_client()
@@ -96,19 +86,9 @@ def measure_vpnclient(lab: Lab, run: int) -> Run:
             note = "failed (no ping reply)"
         return Run("vpnclient", run, up, ping_ms, note)
     finally:
-        if ping.poll() is None:
-            ping.kill()
-            ping.wait()
-        if client.proc is not None and client.proc.poll() is None:
-            client.run("disconnect", timeout=15)
-            try:
-                client.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                client.kill()
-        kill_all(lab.client_ns.name)
-        assert lab.gateway is not None
-        lab.gateway.terminate_all()
-        lab.reset_client()
+        ping.close()
+        stop_vpnclient(client)
+        reset(lab)
 
 
 def fmt(value: float | None) -> str:
@@ -120,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--skip-vpnclient", action="store_true")
     args = parser.parse_args(argv)
-    reason = lab_unavailable()
-    if reason:
-        print(f"cannot measure: {reason}", file=sys.stderr)
+    if cannot_measure():
         return 2
     runs: list[Run] = []
     with Lab() as lab:

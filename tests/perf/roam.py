@@ -14,23 +14,17 @@ Run as root: `python3 -m tests.perf.roam [--runs 3]`.
 from __future__ import annotations
 
 import argparse
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tests.lab.gateway import LAN_HOST
-from tests.lab.netns import kill_all
 from tests.lab.roam_lab import SCENARIO, UPLINKS, RoamLab
 from tests.lab.strongswan_client import StrongSwanClient
-from tests.lab.topology import lab_unavailable
 from tests.lab.vpnclient import VpnClient
+from tests.perf.common import TimedPing, cannot_measure, reset, stop_vpnclient
 
-REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)", re.M)
 INTERVAL = 0.02
 SETTLE = 2.0  # seconds of steady traffic before and after each change
 STRONGSWAN = "strongSwan 5.9.8"
@@ -48,21 +42,6 @@ class Run:
     connected: bool  # still connected at the end
 
 
-class Ping:
-    def __init__(self, lab: RoamLab) -> None:
-        self.proc = lab.client_ns.popen(["ping", "-4", "-n", "-D", "-i", str(INTERVAL),
-                                         LAN_HOST], stdout=subprocess.PIPE,
-                                        stderr=subprocess.DEVNULL, text=True)
-
-    def stop(self) -> tuple[list[float], int]:
-        """Reply times, and how many of the requests sent got no reply."""
-        self.proc.send_signal(signal.SIGINT)
-        out, _ = self.proc.communicate(timeout=10)
-        replies = [(float(t), int(seq)) for t, seq in REPLY.findall(out)]
-        last_seq = max((seq for _, seq in replies), default=0)
-        return [t for t, _ in replies], last_seq - len(replies)
-
-
 def gap_after(times: list[float], t: float, window: float = SETTLE) -> float:
     """The longest stretch without replies that overlaps [t, t + window]."""
     ordered = sorted(times)
@@ -73,7 +52,7 @@ def gap_after(times: list[float], t: float, window: float = SETTLE) -> float:
 
 def roam(lab: RoamLab, client: str, run: int, connected: Callable[[], bool]) -> Run:
     wlan, wwan = UPLINKS["wlan0"][0], UPLINKS["wwan0"][0]
-    ping = Ping(lab)
+    ping = TimedPing(lab.client_ns, INTERVAL)
     time.sleep(SETTLE)
     lost_at = time.time()
     lab.uplink_down("wlan0")
@@ -83,7 +62,9 @@ def roam(lab: RoamLab, client: str, run: int, connected: Callable[[], bool]) -> 
     lab.uplink_up("wlan0")
     back = lab.wait_client_addr(wlan, timeout=5) is not None
     time.sleep(SETTLE)
-    times, lost = ping.stop()
+    replies = ping.stop()
+    times = [t for t, _ in replies]
+    lost = max((seq for _, seq in replies), default=0) - len(replies)  # sent, no reply
     return Run(client, run, gap_after(times, lost_at), gap_after(times, back_at), lost,
                to_wwan, back, connected())
 
@@ -95,13 +76,8 @@ def vpnclient_run(lab: RoamLab, run: int) -> Run:
         return roam(lab, "vpnclient", run,
                     lambda: (client.status() or {}).get("state") == "connected")
     finally:
-        if client.proc is not None and client.proc.poll() is None:
-            client.run("disconnect", timeout=15)
-            try:
-                client.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                client.kill()
-        _reset(lab)
+        stop_vpnclient(client)
+        reset(lab)
 
 
 def strongswan_run(lab: RoamLab, run: int) -> Run:
@@ -115,23 +91,14 @@ def strongswan_run(lab: RoamLab, run: int) -> Run:
     finally:
         client.terminate()
         client.stop()
-        _reset(lab)
-
-
-def _reset(lab: RoamLab) -> None:
-    kill_all(lab.client_ns.name)
-    assert lab.gateway is not None
-    lab.gateway.terminate_all()
-    lab.reset_client()
+        reset(lab)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m tests.perf.roam")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args(argv)
-    reason = lab_unavailable()
-    if reason:
-        print(f"cannot measure: {reason}", file=sys.stderr)
+    if cannot_measure():
         return 2
     runs: list[Run] = []
     with RoamLab() as lab:

@@ -39,10 +39,10 @@ from datetime import datetime
 from pathlib import Path
 
 from tests.lab.gateway import LAN_HOST
-from tests.lab.netns import kill_all
 from tests.lab.strongswan_client import StrongSwanClient
-from tests.lab.topology import Lab, lab_unavailable
+from tests.lab.topology import Lab
 from tests.lab.vpnclient import VpnClient, client_command
+from tests.perf.common import cannot_measure, reset
 from tests.perf.measure import cpu_seconds, ping_rtt, rss_mb, start_iperf3
 from tests.perf.ref_connect import first_reply, start_ping
 
@@ -256,10 +256,7 @@ def run_session(lab: Lab, make: Callable[[Lab, Path], Session], workdir: Path,
         try:
             session.close()
         finally:
-            kill_all(lab.client_ns.name)
-            assert lab.gateway is not None
-            lab.gateway.terminate_all()
-            lab.reset_client()
+            reset(lab)
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -302,9 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10, help="iperf3 time per direction")
     parser.add_argument("--json", metavar="FILE", default="tunnel-benchmark.json")
     args = parser.parse_args(argv)
-    reason = lab_unavailable()
-    if reason:
-        print(f"cannot measure: {reason}", file=sys.stderr)
+    if cannot_measure():
         return 2
     makers: dict[str, Callable[[Lab, Path], Session]] = {
         STRONGSWAN: StrongSwanSession, VPNCLIENT: VpnClientSession,

@@ -30,26 +30,21 @@ from ..payloads import (
     TsiPayload,
     TsrPayload,
 )
-from ..proposals import (
-    Proposal,
-    check_selected,
-    first_dh_group,
-    format_proposal,
-    select_proposal,
-    with_dh_first,
-    with_spi,
-)
+from ..proposals import Proposal, first_dh_group, format_proposal, select_proposal, with_spi
 from .base import Status, Task
+from .rekeying import (
+    NONCE_SIZE,
+    first_error,
+    notify_name,
+    selected_proposal,
+    take_requested_group,
+)
 
 if TYPE_CHECKING:
     from ..ike_sa import IkeSA
     from ..lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
-
-NONCE_SIZE = 32
-MAX_KE_RETRIES = 3
-
 
 def child_keys(sa: IkeSA, chosen: Proposal, spi_in: int, spi_out: int, ni: bytes, nr: bytes,
                shared: bytes | None, initiator: bool) -> ChildSaKeys:
@@ -75,13 +70,6 @@ def child_keys(sa: IkeSA, chosen: Proposal, spi_in: int, spi_out: int, ni: bytes
 
 def _networks(payload: TsiPayload | TsrPayload) -> list:
     return [n for ts in payload.selectors for n in ts.to_networks()]
-
-
-def _error(ntype: int) -> str:
-    try:
-        return NotifyType(ntype).name
-    except ValueError:
-        return str(ntype)
 
 
 class ChildRekey(Task):
@@ -122,18 +110,12 @@ class ChildRekey(Task):
 
     def process(self, msg: Message) -> Status:
         life = self.sa.life
-        invalid_ke = msg.notify(NotifyType.INVALID_KE_PAYLOAD)
-        if invalid_ke is not None and self.ke_retries < MAX_KE_RETRIES and self.group:
-            (group,) = struct.unpack("!H", invalid_ke.data)
-            self.ke_retries += 1
-            self.proposals = with_dh_first(self.proposals, group)
-            self.group, self.ke = group, new_key_exchange(group)
-            log.info("gateway asked for key exchange group %d, rekeying again", group)
+        if self.group and take_requested_group(self, msg):
             return Status.RETRY
-        failure = next((n for n in msg.notifies() if n.is_error), None)
+        failure = first_error(msg)
         if failure is not None:
             log.warning("rekeying CHILD_SA %s failed: %s", self.child,
-                        _error(failure.notify_type))
+                        notify_name(failure.notify_type))
             life.child_rekey_failed(self, failure.notify_type)
             return Status.DONE
 
@@ -141,9 +123,7 @@ class ChildRekey(Task):
         tsi, tsr = msg.get(TsiPayload), msg.get(TsrPayload)
         if sa_payload is None or nonce is None or tsi is None or tsr is None:
             raise RemoteProtocolError("the CREATE_CHILD_SA response lacks SA, Nonce, TSi or TSr")
-        if len(sa_payload.proposals) != 1:
-            raise RemoteProtocolError("the CREATE_CHILD_SA response must carry one proposal")
-        chosen = check_selected(self.proposals, sa_payload.proposals[0])
+        chosen = selected_proposal(self.proposals, sa_payload, "CREATE_CHILD_SA")
         if len(chosen.spi) != 4:
             raise RemoteProtocolError("the chosen CHILD_SA proposal has no 4-byte SPI")
         shared = None

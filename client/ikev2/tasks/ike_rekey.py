@@ -21,7 +21,6 @@ from ..message import Message, SkContext
 from ..payloads import KePayload, NoncePayload, NotifyPayload, SaPayload
 from ..proposals import (
     Proposal,
-    check_selected,
     first_dh_group,
     format_proposal,
     select_proposal,
@@ -29,16 +28,19 @@ from ..proposals import (
     with_spi,
 )
 from .base import Status, Task
+from .rekeying import (
+    NONCE_SIZE,
+    first_error,
+    notify_name,
+    selected_proposal,
+    take_requested_group,
+)
 
 if TYPE_CHECKING:
     from ..ike_sa import IkeSA
     from ..lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
-
-NONCE_SIZE = 32
-MAX_KE_RETRIES = 3
-
 
 @dataclass(repr=False)
 class IkeKeyset:
@@ -88,13 +90,6 @@ def new_ike_spi(sa: IkeSA) -> bytes:
             return spi
 
 
-def _error(ntype: int) -> str:
-    try:
-        return NotifyType(ntype).name
-    except ValueError:
-        return str(ntype)
-
-
 class IkeRekey(Task):
     """We rekey the IKE SA because its lifetime is up."""
 
@@ -130,25 +125,17 @@ class IkeRekey(Task):
 
     def process(self, msg: Message) -> Status:
         life = self.sa.life
-        invalid_ke = msg.notify(NotifyType.INVALID_KE_PAYLOAD)
-        if invalid_ke is not None and self.ke_retries < MAX_KE_RETRIES:
-            (group,) = struct.unpack("!H", invalid_ke.data)
-            self.ke_retries += 1
-            self.proposals = with_dh_first(self.proposals, group)
-            self.group, self.ke = group, new_key_exchange(group)
-            log.info("gateway asked for key exchange group %d, rekeying again", group)
+        if take_requested_group(self, msg):
             return Status.RETRY
-        failure = next((n for n in msg.notifies() if n.is_error), None)
+        failure = first_error(msg)
         if failure is not None:
-            log.warning("rekeying the IKE_SA failed: %s", _error(failure.notify_type))
+            log.warning("rekeying the IKE_SA failed: %s", notify_name(failure.notify_type))
             life.ike_rekey_failed(failure.notify_type)
             return Status.DONE
         sa_payload, nonce, ke = msg.get(SaPayload), msg.get(NoncePayload), msg.get(KePayload)
         if sa_payload is None or nonce is None or ke is None:
             raise RemoteProtocolError("the IKE_SA rekey response lacks SA, Nonce or KE")
-        if len(sa_payload.proposals) != 1:
-            raise RemoteProtocolError("the IKE_SA rekey response must carry one proposal")
-        chosen = check_selected(self.proposals, sa_payload.proposals[0])
+        chosen = selected_proposal(self.proposals, sa_payload, "IKE_SA rekey")
         if len(chosen.spi) != 8 or not any(chosen.spi):
             raise RemoteProtocolError("the gateway's new IKE SPI is not 8 nonzero bytes")
         dh = chosen.first(TransformType.DH)
