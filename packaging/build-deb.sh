@@ -2,7 +2,7 @@
 # Builds dist/vpnclient_VERSION_amd64.deb from this checkout (README.md, "Packages").
 #
 # The package is self-contained: the project and its Python dependencies (cryptography,
-# pycryptodome, netifaces, python-pytun, keyring, PySide6) go to /usr/lib/vpnclient,
+# pyopenssl, netifaces, python-pytun, keyring, PySide6) go to /usr/lib/vpnclient,
 # run by Debian's /usr/bin/python3 (3.11, bookworm), so they never clash with python3-*
 # packages. Needs: /usr/bin/python3 with venv, python3-dev and gcc (netifaces and pytun
 # compile), dpkg-dev and fakeroot. Usage: packaging/build-deb.sh [OUTDIR]

@@ -14,6 +14,10 @@ import hmac
 import secrets
 from collections.abc import Callable
 
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+from client.ikev2.auth.eap.md4 import md4
 from client.ikev2.errors import AuthenticationFailed, PeerNotTrusted, RemoteProtocolError
 
 OP_CHALLENGE = 1
@@ -49,20 +53,13 @@ _ERRORS = {
 # --- RFC 2759 section 8 -------------------------------------------------------------
 
 
-def _md4(data: bytes) -> bytes:
-    # OpenSSL 3 dropped MD4; pycryptodome has it. Imported on first use (start-up time).
-    from Crypto.Hash import MD4
-
-    return MD4.new(data).digest()
-
-
 def nt_password_hash(password: str) -> bytes:
     """MD4 of the password in UTF-16LE (RFC 2759 8.3)."""
-    return _md4(password.encode("utf-16-le"))
+    return md4(password.encode("utf-16-le"))
 
 
 def hash_nt_password_hash(password_hash: bytes) -> bytes:
-    return _md4(password_hash)
+    return md4(password_hash)
 
 
 def challenge_hash(peer_challenge: bytes, authenticator_challenge: bytes, username: bytes) -> bytes:
@@ -81,9 +78,11 @@ def _des_key(key7: bytes) -> bytes:
 
 
 def des_encrypt(clear: bytes, key7: bytes) -> bytes:
-    from Crypto.Cipher import DES  # loaded on first use: it costs start-up time
-
-    return DES.new(_des_key(key7), DES.MODE_ECB).encrypt(clear)
+    # Single DES is triple DES (EDE) with one key three times; cryptography keeps both
+    # only in its "decrepit" package, which is what they are.
+    key = _des_key(key7)
+    encryptor = Cipher(TripleDES(key * 3), modes.ECB()).encryptor()
+    return encryptor.update(clear) + encryptor.finalize()
 
 
 def challenge_response(challenge: bytes, password_hash: bytes) -> bytes:
