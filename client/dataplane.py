@@ -2,8 +2,16 @@
 
 Outbound, each readiness event of the TUN device drains up to BATCH packets, encapsulates
 them, and sends them in as few system calls as UDP GSO allows (one sendmsg() for a run
-of equal-sized datagrams, typically a TCP burst). Inbound datagrams are handed in one by
-one (on_esp) by the engine, which drains its socket in batches too.
+of equal-sized datagrams, typically a TCP burst).
+
+Inbound, the engine drains its socket in batches too (client.transport.drain) and hands
+each ESP datagram to on_esp(), which decapsulates it and keeps the inner packet; flush(),
+called at the end of every drain, writes them to the TUN device together, so no packet
+waits beyond the wake-up that brought it. Writing them together is what lets the TUN
+device coalesce the TCP segments of a download into 64 KB super-packets
+(client.tcp_coalesce): the kernel runs TCP, and ACKs, once per super-packet, and fewer
+ACKs are fewer packets for the outbound path to encrypt (tests/perf/b2b.py: the download
+direction gains most).
 
 One thread, by measurement: with a thread per direction the GIL hand-offs between them
 cost more CPU per byte than the overlap of system calls and AEAD work gains on two cores
@@ -11,14 +19,14 @@ cost more CPU per byte than the overlap of system calls and AEAD work gains on t
 
 Correctness: an outbound SA is used only here, so its sequence numbers stay strictly
 increasing; install() swaps it with one reference assignment, and older inbound SAs stay
-until remove_inbound(), so a rekey loses nothing.
+until remove_inbound(), so a rekey loses nothing. Coalescing never reorders the packets
+of one flow, and the merged packet's TCP checksum still covers every byte.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
@@ -58,6 +66,7 @@ class DataPlane:
         self._reading = False
         self._gso: GsoSender | None = None  # for the socket natt_socket() returned last
         self._last_log: dict[str, float] = {}
+        self._pending: list[bytes] = []  # inner packets of the current drain, for flush()
         self.bytes_in = 0  # inner bytes written to the TUN
         self.bytes_out = 0  # inner bytes read from the TUN and sent
         self.packets_in = 0
@@ -88,23 +97,27 @@ class DataPlane:
             self._sender()
 
     def stop(self) -> None:
+        self.flush()
         if self._reading:
             self._loop.remove_reader(self._tun.fd)
             self._reading = False
 
     # -- outbound --------------------------------------------------------------------
     def _on_tun_readable(self) -> None:
-        read, fd = os.read, self._tun.fd
+        read = self._tun.read
         batch: list[bytes] = []
         nbytes = 0
         for _ in range(BATCH):
             try:
-                packet = read(fd, READ_SIZE)
+                packet = read(READ_SIZE)
             except BlockingIOError:
                 break
             except OSError as e:
                 self._drop("tun-read", e)
                 break
+            if not packet:
+                self._drop("tun-read", "offloaded (GSO or partial checksum) or empty")
+                continue
             sa = self._outbound
             if sa is None:  # no SA (yet): quietly, like a link that is down
                 self.dropped += 1
@@ -141,7 +154,8 @@ class DataPlane:
 
     # -- inbound ---------------------------------------------------------------------
     def on_esp(self, datagram: bytes) -> None:
-        """One ESP datagram from the NAT-T socket (no non-ESP marker)."""
+        """One ESP datagram from the NAT-T socket (no non-ESP marker); its inner packet is
+        written by the next flush()."""
         sa = self._inbound.get(int.from_bytes(datagram[:4], "big"))
         if sa is None or len(datagram) < 8:
             self._drop("unknown SPI", datagram[:4].hex())
@@ -152,15 +166,20 @@ class DataPlane:
             self._drop("decapsulate", e)
             return
         self.last_inbound = time.monotonic()
-        if not inner:  # dummy packet (traffic flow confidentiality padding)
+        if inner:  # else a dummy packet (traffic flow confidentiality padding)
+            self._pending.append(inner)
+
+    def flush(self) -> None:
+        """Write the inner packets collected since the last flush to the TUN device."""
+        pending = self._pending
+        if not pending:
             return
-        try:
-            self._tun.write(inner)
-        except OSError as e:
-            self._drop("tun-write", e)
-            return
-        self.packets_in += 1
-        self.bytes_in += len(inner)
+        self._pending = []
+        lost, lost_bytes, error = self._tun.write_batch(pending)
+        self.packets_in += len(pending) - lost
+        self.bytes_in += sum(map(len, pending)) - lost_bytes
+        if lost:
+            self._drop("tun-write", error, lost)
 
     def _drop(
         self, kind: str, detail: object, count: int = 1, level: int = logging.WARNING

@@ -48,9 +48,20 @@ def close_sockets(loop: asyncio.AbstractEventLoop, socks: dict[str, socket.socke
 
 
 def drain(sock: socket.socket, natt: bool, on_ike: Callable[[bytes], None],
-          on_esp: Callable[[bytes], None]) -> bool:
+          on_esp: Callable[[bytes], None],
+          on_drained: Callable[[], None] | None = None) -> bool:
     """Read what `sock` has queued; on the NAT-T port IKE and ESP share it (RFC 3948).
-    True when an IKE message came in."""
+    `on_drained` runs at the end, whatever happened: what on_esp collected is written
+    before the loop waits again. True when an IKE message came in."""
+    try:
+        return _drain(sock, natt, on_ike, on_esp)
+    finally:
+        if on_drained is not None:
+            on_drained()
+
+
+def _drain(sock: socket.socket, natt: bool, on_ike: Callable[[bytes], None],
+           on_esp: Callable[[bytes], None]) -> bool:
     ike_seen = False
     for _ in range(DRAIN_BATCH):
         try:

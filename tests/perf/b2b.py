@@ -8,6 +8,7 @@ iperf3 runs through the two TUN devices, TCP A->B and B->A, 10 s each, repeated;
 gives the round-trip time through both data planes. Run as root:
 
     python3 -m tests.perf.b2b [--runs 3] [--seconds 10] [--suite aes256gcm16] [--json FILE]
+                              [--send gso|single] [--write coalesce|single]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ SUITES = {
     "chacha20poly1305": (28, 256, 36),
 }
 MTU = 1400
+WRITES = ("coalesce", "single")
 
 
 def _key(spi: int, length: int) -> bytes:
@@ -47,14 +49,14 @@ def _key(spi: int, length: int) -> bytes:
 
 
 # -- one side, run inside its namespace ---------------------------------------------------
-def peer(side: int, suite: str, send: str) -> int:
+def peer(side: int, suite: str, send: str, write: str = "coalesce") -> int:
     from client.dataplane import DataPlane
     from client.esp.sa import EspInbound, EspOutbound
     from client.tun import TunDevice
 
     encr, bits, klen = SUITES[suite]
     spi_out, spi_in = SPIS[side], SPIS[1 - side]
-    tun = TunDevice.open("b2b%d", mtu=MTU)
+    tun = TunDevice.open("b2b%d", mtu=MTU, vnet_hdr=write == "coalesce")
     subprocess.run(["ip", "addr", "add", INNER[side], "peer", INNER[1 - side], "dev", tun.name],
                    check=True)
     subprocess.run(["ip", "link", "set", tun.name, "up"], check=True)
@@ -77,7 +79,8 @@ def peer(side: int, suite: str, send: str) -> int:
         await stop.wait()
         dp.stop()
         return {"packets_in": dp.packets_in, "packets_out": dp.packets_out,
-                "bytes_in": dp.bytes_in, "bytes_out": dp.bytes_out, "dropped": dp.dropped}
+                "bytes_in": dp.bytes_in, "bytes_out": dp.bytes_out, "dropped": dp.dropped,
+                "tun_writes": tun.writes, "tun_merged": tun.merged}
 
     stats = asyncio.run(run())
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -90,17 +93,17 @@ def peer(side: int, suite: str, send: str) -> int:
 
 
 def attach(loop: asyncio.AbstractEventLoop, dp, sock: socket.socket) -> None:
-    """Inbound wiring as the engine does it: drain the socket, hand ESP to the data plane."""
+    """Inbound wiring as the engine does it: drain the socket, hand ESP to the data plane,
+    flush what it collected to the TUN device."""
 
     def readable() -> None:
         for _ in range(256):
             try:
                 data = sock.recv(65535)
-            except BlockingIOError:
-                return
-            except OSError:
-                return
+            except OSError:  # BlockingIOError: drained
+                break
             dp.on_esp(data)
+        dp.flush()
 
     loop.add_reader(sock.fileno(), readable)
 
@@ -126,9 +129,10 @@ def kernel_drops(ns: Namespace) -> dict[str, int]:
 
 # -- the driver ---------------------------------------------------------------------------
 class BackToBack:
-    def __init__(self, suite: str, send: str) -> None:
+    def __init__(self, suite: str, send: str, write: str = "coalesce") -> None:
         self.suite = suite
         self.send = send
+        self.write = write
         self.ns = (Namespace("vpnb2b-a"), Namespace("vpnb2b-b"))
         self.peers: list[subprocess.Popen] = []
 
@@ -141,7 +145,8 @@ class BackToBack:
                 ns.add_addr("eth0", f"{OUTER[side]}/24")
             for side, ns in enumerate(self.ns):
                 p = ns.popen([sys.executable, "-m", "tests.perf.b2b", "peer", "--side", str(side),
-                              "--suite", self.suite, "--send", self.send], env=python_env(),
+                              "--suite", self.suite, "--send", self.send, "--write",
+                              self.write], env=python_env(),
                              stdout=subprocess.PIPE, text=True)
                 self.peers.append(p)
                 assert p.stdout is not None
@@ -181,21 +186,25 @@ def main(argv: list[str] | None = None) -> int:
     p_peer.add_argument("--side", type=int, choices=(0, 1), required=True)
     p_peer.add_argument("--suite", choices=SUITES, default="aes256gcm16")
     p_peer.add_argument("--send", choices=("gso", "single"), default="gso")
+    p_peer.add_argument("--write", choices=WRITES, default="coalesce")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--suite", choices=SUITES, default="aes256gcm16")
     parser.add_argument("--send", choices=("gso", "single"), default="gso",
                         help="send batches with UDP GSO (as the engine does) or each ESP"
                         " packet with its own send()")
+    parser.add_argument("--write", choices=WRITES, default="coalesce",
+                        help="write received TCP segments to the TUN device coalesced (as the"
+                        " engine does, IFF_VNET_HDR) or each with its own write()")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
     if args.cmd == "peer":
-        return peer(args.side, args.suite, args.send)
+        return peer(args.side, args.suite, args.send, args.write)
     if os.geteuid() != 0:
         print("needs root (network namespaces)", file=sys.stderr)
         return 2
     rows: dict[str, list[float]] = {"A->B Mbit/s": [], "B->A Mbit/s": [], "ping idle ms": []}
-    with BackToBack(args.suite, args.send) as b2b:
+    with BackToBack(args.suite, args.send, args.write) as b2b:
         a, b = b2b.ns
         server = b.popen(["iperf3", "-s", "-B", INNER[1]], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
@@ -219,9 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         drops = {side: kernel_drops(ns) for side, ns in zip("AB", b2b.ns, strict=True)}
         stats = b2b.stop_peers()
     table = {k: {"runs": v, "median": statistics.median(v)} for k, v in rows.items()}
-    result = {"suite": args.suite, "send": args.send, "mtu": MTU, "table": table,
-              "peers": stats, "kernel_drops": drops}
-    print(f"\nback to back, {args.suite}, send {args.send}, MTU {MTU},"
+    result = {"suite": args.suite, "send": args.send, "write": args.write, "mtu": MTU,
+              "table": table, "peers": stats, "kernel_drops": drops}
+    print(f"\nback to back, {args.suite}, send {args.send}, write {args.write}, MTU {MTU},"
           f" {args.runs} runs of {args.seconds} s")
     for k, v in table.items():
         runs = ", ".join(f"{x:.3f}" for x in v["runs"])

@@ -1,19 +1,26 @@
-"""Batched sending: UDP GSO runs, and a burst from the TUN device leaving as ESP packets
-with strictly increasing sequence numbers that the peer accepts, in order, intact."""
+"""Batching both ways: UDP GSO runs, and a burst from the TUN device leaving as ESP packets
+with strictly increasing sequence numbers that the peer accepts, in order, intact; and
+inbound, the inner packets of one socket drain written to the TUN device together (and
+coalesced there) when the drain ends, never later."""
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import socket
 import struct
 from collections.abc import Iterator
 
 import pytest
 
+from client import transport
 from client.dataplane import BATCH, DataPlane
 from client.esp.sa import EspInbound, EspOutbound
 from client.ikev2.constants import EncrId
+from client.tun import TunDevice
 from client.udpgso import GsoSender, runs
+from tests.unit.test_tcp_coalesce import Flow
 
 KEY = bytes(range(36))
 
@@ -73,7 +80,7 @@ class BurstTun:
     def __init__(self, packets: list[bytes]) -> None:
         self.queue = list(packets)
 
-    def read(self) -> bytes:
+    def read(self, max_size: int = 65535) -> bytes:
         if not self.queue:
             raise BlockingIOError
         return self.queue.pop(0)
@@ -84,7 +91,6 @@ def test_burst_leaves_in_order_with_increasing_sequence_numbers(udp_pair, monkey
     a, b = udp_pair
     inner = [ipv4(1400 if i % 7 else 200, i) for i in range(3 * BATCH + 5)]
     tun = BurstTun(inner)
-    monkeypatch.setattr("client.dataplane.os.read", lambda fd, n: tun.read())
     peer = EspInbound(0x51, EncrId.AES_GCM_16, 256, KEY)
     seqs: list[int] = []
     got: list[bytes] = []
@@ -105,3 +111,134 @@ def test_burst_leaves_in_order_with_increasing_sequence_numbers(udp_pair, monkey
     assert dp.packets_out == len(inner) and dp.dropped == 0
     assert seqs == list(range(1, len(inner) + 1))
     assert got == inner
+
+
+class BatchTun:
+    """A TUN device stand-in that records what each write_batch() was given."""
+
+    fd = -1
+
+    def __init__(self) -> None:
+        self.batches: list[list[bytes]] = []
+
+    def write_batch(self, packets: list[bytes]) -> tuple[int, int, OSError | None]:
+        self.batches.append(list(packets))
+        return 0, 0, None
+
+
+def tcp_stream(n: int) -> list[bytes]:
+    f = Flow()
+    return [f.segment(bytes([i]) * 1300) for i in range(n)]
+
+
+def test_a_drain_is_written_in_one_batch_when_it_ends(udp_pair):
+    a, b = udp_pair
+    out = EspOutbound(0x52, EncrId.AES_GCM_16, 256, KEY)
+    inner = tcp_stream(40) + [ipv4(100, 7)]
+    for p in inner:
+        a.send(out.encapsulate(p))
+    b.setblocking(False)
+    tun = BatchTun()
+    loop = asyncio.new_event_loop()
+    try:
+        dp = DataPlane(loop, tun, lambda p: None)  # type: ignore[arg-type]
+        dp.install(EspOutbound(0x51, EncrId.AES_GCM_16, 256, KEY),
+                   EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY))
+        flushed_at: list[int] = []
+
+        def on_esp(data: bytes) -> None:
+            dp.on_esp(data)
+            assert tun.batches == []  # nothing is written before the drain ends
+
+        def on_drained() -> None:
+            flushed_at.append(len(tun.batches))
+            dp.flush()
+
+        transport.drain(b, True, lambda m: None, on_esp, on_drained)
+        assert flushed_at == [0] and tun.batches == [inner]
+        assert dp.packets_in == len(inner) and dp.bytes_in == sum(map(len, inner))
+        dp.flush()  # nothing pending: nothing written
+        assert len(tun.batches) == 1
+    finally:
+        loop.close()
+
+
+def test_the_batch_is_written_even_when_the_drain_fails(udp_pair):
+    a, b = udp_pair
+    a.send(b"\0\0\0\0ike")  # IKE on the NAT-T port; its handler fails
+    b.setblocking(False)
+    drained = []
+
+    def on_ike(message: bytes) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        transport.drain(b, True, on_ike, lambda d: None, lambda: drained.append(1))
+    assert drained == [1]
+
+
+def test_lost_tun_writes_are_counted_as_drops():
+    class FullTun(BatchTun):
+        def write_batch(self, packets):
+            return 2, 300, OSError(105, "No buffer space available")
+
+    loop = asyncio.new_event_loop()
+    try:
+        tun = FullTun()
+        dp = DataPlane(loop, tun, lambda p: None)  # type: ignore[arg-type]
+        out = EspOutbound(0x52, EncrId.AES_GCM_16, 256, KEY)
+        dp.install(EspOutbound(0x51, EncrId.AES_GCM_16, 256, KEY),
+                   EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY))
+        for n in (100, 200, 300):
+            dp.on_esp(out.encapsulate(ipv4(n, n)))
+        dp.flush()
+        assert (dp.packets_in, dp.bytes_in, dp.dropped) == (1, 300, 2)
+    finally:
+        loop.close()
+
+
+def test_stop_writes_what_is_pending():
+    loop = asyncio.new_event_loop()
+    try:
+        tun = BatchTun()
+        dp = DataPlane(loop, tun, lambda p: None)  # type: ignore[arg-type]
+        out = EspOutbound(0x52, EncrId.AES_GCM_16, 256, KEY)
+        dp.install(EspOutbound(0x51, EncrId.AES_GCM_16, 256, KEY),
+                   EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY))
+        dp.on_esp(out.encapsulate(ipv4(100, 1)))
+        dp.stop()
+        assert tun.batches == [[ipv4(100, 1)]] and dp.packets_in == 1
+    finally:
+        loop.close()
+
+
+class StubDev:
+    """Stands in for pytun's device: TunDevice needs a name and a file descriptor."""
+
+    name = "stub0"
+
+    def fileno(self) -> int:
+        return 99
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_refused_coalesced_write_falls_back_to_single_packets(monkeypatch, caplog):
+    written: list[bytes] = []
+
+    def write(fd: int, data: bytes) -> int:  # as an old kernel: no GSO writes
+        if data[1]:  # gso_type
+            raise OSError(errno.EINVAL, "Invalid argument")
+        written.append(data)
+        return len(data)
+
+    monkeypatch.setattr("client.tun.os.write", write)
+    tun = TunDevice(StubDev(), vnet_hdr=True)  # type: ignore[arg-type]
+    packets = tcp_stream(30)
+    with caplog.at_level(logging.INFO, logger="client.tun"):
+        assert tun.write_batch(packets) == (0, 0, None)
+        assert tun.write_batch(packets) == (0, 0, None)
+    assert not tun.gso and tun.writes == 60 and tun.merged == 0
+    assert written == [bytes(10) + p for p in packets + packets]
+    assert [r.levelname for r in caplog.records] == ["INFO"]  # said once
