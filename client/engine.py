@@ -123,6 +123,7 @@ class Engine:
         self.closed: asyncio.Future[IkeSaClosed] | None = None
         self.redirect_to: str | None = None  # where the gateway sent us (RFC 5685)
         self.redirects = RedirectLimiter()
+        self._resolved: dict[str, str] = {}  # host -> the address that last worked
         self.roamer = Roamer(self)  # network changes: MOBIKE, re-establishing, waiting
         self.tunnel_settings: TunnelSettings | None = None
         self.disconnect_requested = False
@@ -268,7 +269,7 @@ class Engine:
         assert self.loop is not None
         port = self.profile.remote_port
         self.progress(f"resolving {host}")
-        addr = await transport.resolve(self.loop, host, port, self.profile.ipv6_transport)
+        addr = await self._resolve(host, port)
         if self.disconnect_requested:
             return IkeSaClosed("connection attempt cancelled")
         self.gateway = (addr, port)
@@ -293,6 +294,21 @@ class Engine:
         self.sa.initiate(self.loop.time())
         self._pump()
         return await self.closed
+
+    async def _resolve(self, host: str, port: int) -> str:
+        assert self.loop is not None
+        try:
+            addr = await transport.resolve(self.loop, host, port, self.profile.ipv6_transport)
+        except PeerUnreachable:
+            # Reconnecting, DNS is out of reach: its servers are behind the lost tunnel,
+            # or the kill switch rejects them. The address that worked will do.
+            if not self.reconnecting or host not in self._resolved:
+                raise
+            log.info("cannot resolve %s while reconnecting; using %s", host,
+                     self._resolved[host])
+            return self._resolved[host]
+        self._resolved[host] = addr
+        return addr
 
     def _adapt(self, config: IkeConfig) -> None:
         """A tunnel is up already (reconnect, reauthentication): ask for its addresses
@@ -324,7 +340,7 @@ class Engine:
     def _drain(self, sock: socket.socket | None, natt: bool) -> None:
         if sock is None or self.sa is None or self.loop is None:
             return
-        if transport.drain(sock, natt, self._receive_ike, self._receive_esp):
+        if transport.drain(sock, natt, self._receive_ike, self._receive_esp, self._flush_esp):
             self._pump()
 
     def _receive_ike(self, data: bytes) -> None:
@@ -334,6 +350,10 @@ class Engine:
     def _receive_esp(self, data: bytes) -> None:
         if self.tunnel.dataplane is not None:
             self.tunnel.dataplane.on_esp(data)
+
+    def _flush_esp(self) -> None:
+        if self.tunnel.dataplane is not None:
+            self.tunnel.dataplane.flush()
 
     def _send_esp(self, packet: bytes) -> None:
         transport.send_esp(self.socks.get("natt"), packet)

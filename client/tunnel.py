@@ -1,5 +1,6 @@
-"""The tunnel on this machine: TUN device, routes, DNS and data plane of an established
-CHILD_SA, what they are configured with, and their bring-up, move and teardown."""
+"""The tunnel on this machine: TUN device, routes, DNS, kill switch and data plane of an
+established CHILD_SA, what they are configured with, and their bring-up, move and
+teardown."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .dataplane import DataPlane
 from .esp.sa import EspInbound, EspOutbound
 from .ikev2.events import ChildSaEstablished, ChildSaKeys, ChildSaRekeyed, IpInterface, IpNetwork
 from .netconf.dns import DnsManager
+from .netconf.firewall import Firewall
 from .netconf.routes import RouteManager
 from .profile import Profile
 from .tun import TunDevice
@@ -34,6 +36,8 @@ class TunnelSettings:
     excluded: list[IpNetwork]
     dns: list[IPv4Address | IPv6Address]
     domains: list[str]
+    # IP versions whose traffic outside the tunnel is rejected (kill-switch: both).
+    block: frozenset[int] = frozenset()
 
     @classmethod
     def of(cls, p: Profile, ev: ChildSaEstablished) -> TunnelSettings:
@@ -48,7 +52,14 @@ class TunnelSettings:
             excluded=list(p.split_excluded),
             dns=list(p.dns_servers) or list(ev.dns_servers),
             domains=list(p.dns_domains) or list(ev.dns_domains),
+            block=blocked_versions(p),
         )
+
+
+def blocked_versions(p: Profile) -> frozenset[int]:
+    if p.kill_switch:
+        return frozenset({4, 6})
+    return frozenset(v for v, on in ((4, p.block_ipv4), (6, p.block_ipv6)) if on)
 
 
 def esp_sas(k: ChildSaKeys) -> tuple[EspOutbound, EspInbound]:
@@ -59,14 +70,15 @@ def esp_sas(k: ChildSaKeys) -> tuple[EspOutbound, EspInbound]:
 
 
 class Tunnel:
-    """The TUN device, routes, DNS and data plane of one established CHILD_SA, and the
-    ESP SAs the data plane uses."""
+    """The TUN device, routes, DNS, kill switch and data plane of one established
+    CHILD_SA, and the ESP SAs the data plane uses."""
 
     def __init__(self, rdir: Path) -> None:
         self.rdir = rdir  # where the netconf journal and saved DNS state live
         self.tun: TunDevice | None = None
         self.routes: RouteManager | None = None
         self.dns: DnsManager | None = None
+        self.firewall: Firewall | None = None
         self.dataplane: DataPlane | None = None
         # ESP SAs of the tunnel by inbound SPI, and the one our packets leave on.
         self.esp: dict[int, tuple[EspOutbound, EspInbound]] = {}
@@ -75,9 +87,12 @@ class Tunnel:
     def open(self, s: TunnelSettings, loop: asyncio.AbstractEventLoop,
              send_esp: Callable[[bytes], None],
              natt_socket: Callable[[], socket.socket | None]) -> None:
-        """TUN device, routes and DNS; the data plane is created but not started, so the
-        caller installs the first ESP SAs before packets flow."""
+        """TUN device, kill switch, routes and DNS; the data plane is created but not
+        started, so the caller installs the first ESP SAs before packets flow."""
         self.tun = TunDevice.open(mtu=s.mtu)
+        # The kill switch first: a missing nft fails the connect before anything else
+        # changed. It stays until close(), whatever the tunnel's IKE SAs do meanwhile.
+        self._apply_firewall(s)
         self.routes = RouteManager(self.tun.name, runtime_dir=self.rdir)
         self.routes.apply(s.vips, s.routes, s.excluded, s.mtu)
         if s.dns:
@@ -88,9 +103,11 @@ class Tunnel:
         self.dataplane = DataPlane(loop, self.tun, send_esp, natt_socket)
 
     def move(self, s: TunnelSettings, old: TunnelSettings | None) -> None:
-        """Reconfigure the open tunnel for `s`: the TUN device stays; addresses, routes
-        and DNS are redone only where they differ from `old`."""
+        """Reconfigure the open tunnel for `s`: the TUN device and kill switch stay;
+        addresses, routes and DNS are redone only where they differ from `old`."""
         assert self.tun is not None and self.routes is not None
+        if old is None or (s.block, s.excluded) != (old.block, old.excluded):
+            self._apply_firewall(s)  # an atomic replacement: never a gap
         if old is None or (s.vips, s.routes) != (old.vips, old.routes):
             self.routes.restore()
             self.routes.apply(s.vips, s.routes, s.excluded, s.mtu)
@@ -100,6 +117,15 @@ class Tunnel:
             if s.dns:
                 self.dns = self.dns or DnsManager(self.rdir)
                 self.dns.apply(s.dns, s.domains, self.tun.name)
+
+    def _apply_firewall(self, s: TunnelSettings) -> None:
+        assert self.tun is not None
+        if not s.block:
+            if self.firewall is not None:
+                self.firewall.restore()
+            return
+        self.firewall = self.firewall or Firewall(self.tun.name, runtime_dir=self.rdir)
+        self.firewall.apply(s.block, s.excluded)
 
     # -- ESP SAs ------------------------------------------------------------------------
     def install_child(self, keys: ChildSaKeys) -> bool:
@@ -143,10 +169,12 @@ class Tunnel:
             ("DNS", lambda: self.dns and self.dns.restore()),
             ("routes", lambda: self.routes and self.routes.restore()),
             ("TUN device", lambda: self.tun and self.tun.close()),
+            # Last: nothing leaks while the rest comes down.
+            ("kill switch", lambda: self.firewall and self.firewall.restore()),
         )
         for what, step in steps:
             try:
                 step()
             except Exception:
                 log.exception("restoring %s failed", what)
-        self.dataplane = self.dns = self.routes = self.tun = None
+        self.dataplane = self.dns = self.routes = self.tun = self.firewall = None

@@ -84,7 +84,7 @@ Version: $version
 Architecture: $arch
 Maintainer: vpnclient developers <vpnclient@example.com>
 Installed-Size: $size
-Depends: python3 (>= $pyver), python3 (<< ${pyver%.*}.$(( ${pyver#*.} + 1 ))), iproute2, libc6,
+Depends: python3 (>= $pyver), python3 (<< ${pyver%.*}.$(( ${pyver#*.} + 1 ))), iproute2, nftables, libc6,
  libegl1, libgl1, libxkbcommon-x11-0, libxcb-cursor0, libxcb-icccm4, libxcb-keysyms1,
  libxcb-shape0, libxcb-xinerama0, libxcb-randr0, libxcb-render-util0, libxcb-image0,
  libdbus-1-3, libfontconfig1

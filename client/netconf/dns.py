@@ -118,7 +118,8 @@ class DnsManager:
 
     def _apply_resolved(self, servers, domains, ifname, route_all) -> None:
         state = {"backend": "resolved", "ifname": ifname}
-        self._journal.record("dns", state)
+        # Per-link settings end with the link, so a machine crash takes them too: no sync.
+        self._journal.record("dns", state, durable=False)
         self._state = state
         try:
             run(["resolvectl", "dns", ifname, *map(str, servers)])

@@ -23,10 +23,12 @@ class NetconfError(RuntimeError):
     """A network configuration command failed; the message says which and why."""
 
 
-def run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command (argument list, no shell); raise NetconfError with its stderr on failure."""
+def run(cmd: list[str], check: bool = True,
+        input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command (argument list, no shell, `input` on its stdin); raise NetconfError
+    with its stderr on failure."""
     try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, input=input)
     except (OSError, subprocess.TimeoutExpired) as e:
         if check:
             raise NetconfError(f"{' '.join(cmd)}: {e}") from e
@@ -36,12 +38,13 @@ def run(cmd: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
     return res
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def _write_json(path: Path, data: dict[str, Any], durable: bool = True) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
@@ -59,12 +62,16 @@ class Journal:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def record(self, key: str, value: Any) -> None:
+    def record(self, key: str, value: Any, durable: bool = True) -> None:
+        """Add `key`; `durable` syncs it to disk, for changes that outlive a machine
+        crash (a rewritten resolv.conf), which costs a millisecond or more. A file that
+        already holds other entries is always synced: they may need it."""
         data = self.load()
+        durable = durable or bool(set(data) - {"pid", key})
         data["pid"] = os.getpid()
         data[key] = value
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_json(self.path, data)
+        _write_json(self.path, data, durable)
 
     def forget(self, key: str) -> None:
         data = self.load()
@@ -96,7 +103,7 @@ def cleanup_stale(runtime_dir: Path) -> bool:
 
     A journal owned by a live process other than us is left alone.
     """
-    from client.netconf import dns, routes  # late: both import this module
+    from client.netconf import dns, firewall, routes  # late: they import this module
 
     journal = Journal(runtime_dir)
     data = journal.load()
@@ -108,7 +115,9 @@ def cleanup_stale(runtime_dir: Path) -> bool:
         log.info("netconf journal belongs to running process %d; not touching it", pid)
         return False
     log.warning("restoring network configuration left by a previous run (pid %s)", pid)
-    for key, undo in (("routes", routes.undo), ("dns", dns.undo)):
+    # The kill switch goes last: nothing leaks while the rest is being undone.
+    for key, undo in (("routes", routes.undo), ("dns", dns.undo),
+                      ("firewall", firewall.undo)):
         if key in data:
             try:
                 undo(data[key])

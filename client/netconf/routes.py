@@ -1,4 +1,4 @@
-"""Addresses, routes and policy rules for the tunnel (Linux, iproute2), wg-quick style.
+"""Addresses, routes and policy rules for the tunnel (Linux, rtnetlink), wg-quick style.
 
 The tunnel's own UDP socket carries SO_MARK=fwmark. Everything else is looked up in our
 table by the rule `not fwmark F lookup T`; the table holds `dev TUN` routes for the tunneled
@@ -7,6 +7,9 @@ For a full tunnel (a /0 route) the rule `lookup main suppress_prefixlength 0` go
 so that the main table's specific routes (local LAN, link routes) still win over our
 default route. For a split tunnel it is left out: the tunneled networks win over any main
 route, as IPsec policies would; users exclude what must stay local.
+
+The changes go to the kernel over rtnetlink (netconf/rtnl.py) as the equivalent `ip`
+commands would send them; errors and the journal name them as those commands.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from ipaddress import IPv4Interface, IPv4Network, IPv6Interface, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from client.netconf.journal import Journal, NetconfError, run
+from client.netconf import rtnl
+from client.netconf.journal import Journal, NetconfError
 
 __all__ = ["NetconfError", "RouteManager", "undo"]
 
@@ -27,8 +31,7 @@ DEFAULT_FWMARK = 0x5650
 DEFAULT_PRIORITY = 22096  # the suppress rule takes PRIORITY - 1; main is at 32766
 
 
-def _ip(family: int, *args: str, check: bool = True) -> bool:
-    return run(["ip", f"-{family}", *args], check=check).returncode == 0
+REPLACE = rtnl.NLM_F_CREATE | rtnl.NLM_F_REPLACE
 
 
 class RouteManager:
@@ -94,22 +97,32 @@ class RouteManager:
                 ", ".join(map(str, skipped)),
             )
         state = {"tun": self.tun_name, "table": self.table, "families": families, "rules": rules}
-        # Journal first: a crash from here on is undone by cleanup_stale().
+        # Journal first: a crash from here on is undone by cleanup_stale(). Not synced
+        # to disk: a process crash leaves the page cache intact, and after a machine
+        # crash none of these kernel changes exists any more.
         if self._journal is not None:
-            self._journal.record("routes", state)
+            self._journal.record("routes", state, durable=False)
         self._state = state
+        dev = self.tun_name
         try:
-            run(["ip", "link", "set", "dev", self.tun_name, "mtu", str(mtu), "up"])
-            for a in addresses:
-                _ip(a.version, "addr", "replace", str(a), "dev", self.tun_name)
-            for n in routes:
-                if n.version in families:
-                    _ip(n.version, "route", "replace", str(n), "dev", self.tun_name, "table", table)
-            for n in excluded:
-                if n.version in families:
-                    _ip(n.version, "route", "replace", "throw", str(n), "table", table)
-            for fam, *args in rules:
-                _ip(int(fam), "rule", "add", *args)
+            with rtnl.Rtnl() as nl:
+                index = rtnl.ifindex(dev)
+                nl.request(f"ip link set dev {dev} mtu {mtu} up", rtnl.RTM_NEWLINK,
+                           rtnl.link_up(index, mtu))
+                for a in addresses:
+                    nl.request(f"ip -{a.version} addr replace {a} dev {dev}", rtnl.RTM_NEWADDR,
+                               rtnl.address(a, index), REPLACE)
+                for n in routes:
+                    if n.version in families:
+                        nl.request(f"ip -{n.version} route replace {n} dev {dev} table {table}",
+                                   rtnl.RTM_NEWROUTE, rtnl.route(n, self.table, index), REPLACE)
+                for n in excluded:
+                    if n.version in families:
+                        nl.request(f"ip -{n.version} route replace throw {n} table {table}",
+                                   rtnl.RTM_NEWROUTE, rtnl.route(n, self.table, None), REPLACE)
+                for fam, *args in rules:
+                    nl.request(f"ip -{fam} rule add {' '.join(args)}", rtnl.RTM_NEWRULE,
+                               rtnl.rule(int(fam), args), rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL)
         except NetconfError:
             self.restore()
             raise
@@ -126,11 +139,28 @@ class RouteManager:
 
 def undo(state: dict[str, Any]) -> None:
     """Remove the rules/routes described by a journal entry, ignoring what is already gone."""
-    for fam, *args in state.get("rules", []):
-        _ip(int(fam), "rule", "del", *args, check=False)
-    table = str(state.get("table", DEFAULT_TABLE))
-    for fam in state.get("families", []):
-        _ip(int(fam), "route", "flush", "table", table, check=False)
-    tun = state.get("tun")
-    if tun:  # the addresses go with the device; flush them in case it lives on
-        run(["ip", "addr", "flush", "dev", str(tun)], check=False)
+    try:
+        nl = rtnl.Rtnl()
+    except NetconfError as e:
+        log.error("cannot remove the tunnel's routes: %s", e)
+        return
+    with nl:
+        # Each step on its own: one failing must not keep the others from running.
+        for fam, *args in state.get("rules", []):
+            nl.request("ip rule del", rtnl.RTM_DELRULE, rtnl.rule(int(fam), args), check=False)
+        table = int(state.get("table", DEFAULT_TABLE))
+        for fam in state.get("families", []):
+            try:
+                nl.flush_table(int(fam), table)
+            except NetconfError as e:
+                log.error("flushing routing table %d: %s", table, e)
+        tun = state.get("tun")
+        if tun:  # the addresses go with the device; flush them in case it lives on
+            try:
+                index = rtnl.ifindex(str(tun))
+            except NetconfError:
+                return  # the device is gone, and its addresses with it
+            try:
+                nl.flush_addresses(index)
+            except NetconfError as e:
+                log.error("flushing the addresses of %s: %s", tun, e)

@@ -294,3 +294,116 @@ def test_resolv_conf_symlink_restored(tmp_path):
     journal.write_text(json.dumps(data))
     assert cleanup_stale(rd) is True
     assert conf.is_symlink() and os.readlink(conf) == str(target)
+
+
+def test_failure_midway_names_the_command_and_rolls_back(tmp_path):
+    # A rule already there (another client's, or a leftover) makes `rule add` fail after
+    # the address and routes went in: all of those must go again.
+    with netns() as ns:
+        run_in(
+            ns,
+            _code(f"""
+            from client.netconf.journal import NetconfError
+            RD = Path({str(tmp_path)!r})
+            sh("ip", "-6", "rule", "add", "not", "fwmark", "0x5650", "table", "22096",
+               "priority", "22096")
+            tun = TunDevice.open("vpn%d")
+            rm = RouteManager(tun.name, runtime_dir=RD)
+            try:
+                rm.apply([ip_interface("198.18.0.5/32"), ip_interface("2001:db8:5::5/128")],
+                         [ip_network("0.0.0.0/0"), ip_network("2001:db8:9::/48")],
+                         [ip_network("198.51.100.0/24")], 1400)
+            except NetconfError as e:
+                assert "ip -6 rule add not fwmark 0x5650 table 22096 priority 22096" in str(e), e
+                assert "exists" in str(e), e
+            else:
+                raise AssertionError("apply succeeded over a conflicting rule")
+            # The IPv4 rules had gone in before the IPv6 one failed.
+            assert "fwmark" not in sh("ip", "-4", "rule"), sh("ip", "-4", "rule")
+            assert "suppress" not in sh("ip", "-4", "rule")
+            assert sh("ip", "-4", "route", "show", "table", "22096") == ""
+            assert sh("ip", "-6", "route", "show", "table", "22096") == ""
+            assert "198.18.0.5" not in sh("ip", "addr", "show", "dev", tun.name)
+            assert "2001:db8:5::5" not in sh("ip", "addr", "show", "dev", tun.name)
+            assert dev_for("203.0.113.7") == "eth0"
+            assert not (RD / "netconf.json").exists()
+            tun.close()
+            """),
+        )
+
+
+def test_undo_flushes_a_table_larger_than_one_netlink_answer(tmp_path):
+    # A dump of a few thousand routes comes in several datagrams.
+    with netns() as ns:
+        run_in(
+            ns,
+            _code("""
+            from client.netconf.routes import undo
+            tun = TunDevice.open("vpn%d")
+            sh("ip", "link", "set", tun.name, "up")
+            batch = "".join(f"route add 198.18.{i // 256}.{i % 256} dev {tun.name} table 22096\\n"
+                            for i in range(3000))
+            subprocess.run(["ip", "-batch", "-"], input=batch, text=True, check=True)
+            sh("ip", "route", "add", "198.19.0.0/16", "dev", tun.name, "table", "22097")
+            main = sh("ip", "-4", "route")
+            assert len(sh("ip", "-4", "route", "show", "table", "22096").splitlines()) == 3000
+            undo({"tun": tun.name, "table": 22096, "families": [4], "rules": []})
+            assert sh("ip", "-4", "route", "show", "table", "22096") == ""
+            assert "198.19.0.0/16" in sh("ip", "-4", "route", "show", "table", "22097")
+            assert sh("ip", "-4", "route") == main
+            tun.close()
+            """),
+        )
+
+
+# -- rtnetlink encoding and answers (no root needed) -----------------------------------
+
+
+def test_rtnl_rule_encoding_follows_iproute2():
+    import struct
+
+    from client.netconf import rtnl
+
+    body = rtnl.rule(6, ["not", "fwmark", "0x5650", "table", "22096", "priority", "22096"])
+    family, _, _, _, table, _, _, action, flags = rtnl._FIBRULEHDR.unpack_from(body)
+    assert (family, table, action, flags) == (10, 0, rtnl.FR_ACT_TO_TBL, rtnl.FIB_RULE_INVERT)
+    got = {k: struct.unpack("=I", v)[0] for k, v in rtnl.attrs(body, rtnl._FIBRULEHDR.size)}
+    assert got == {rtnl.FRA_FWMARK: 0x5650, rtnl.FRA_TABLE: 22096, rtnl.FRA_PRIORITY: 22096}
+    main = rtnl.rule(4, ["table", "main", "suppress_prefixlength", "0"])
+    assert main[4] == rtnl.RT_TABLE_MAIN  # a small table id goes in the header
+    assert dict(rtnl.attrs(main, rtnl._FIBRULEHDR.size)) == {
+        rtnl.FRA_SUPPRESS_PREFIXLEN: b"\0\0\0\0"}
+    with pytest.raises(ValueError, match="iif"):
+        rtnl.rule(4, ["iif", "lo"])
+
+
+def test_rtnl_error_answer_with_and_without_kernel_message():
+    import errno
+    import struct
+
+    from client.netconf import rtnl
+
+    request = rtnl._NLMSGHDR.pack(16 + 12, rtnl.RTM_NEWROUTE, 5, 7, 0)  # capped: header only
+    text = rtnl.attr(rtnl.NLMSGERR_ATTR_MSG, b"Nexthop device is not up\0")
+    payload = struct.pack("=i", -errno.ENETDOWN) + request + text
+    flags = rtnl.NLM_F_CAPPED | rtnl.NLM_F_ACK_TLVS
+    assert rtnl._error(payload, flags) == (errno.ENETDOWN, "Nexthop device is not up")
+    assert rtnl._error(payload, 0) == (errno.ENETDOWN, "")
+    truncated = payload[:-5]  # a cut attribute is ignored, not a crash
+    assert rtnl._error(truncated, flags) == (errno.ENETDOWN, "")
+    assert rtnl._error(struct.pack("=i", 0) + request, 0) == (0, "")
+
+
+def test_journal_syncs_unless_the_entry_is_alone_and_kernel_only(tmp_path, monkeypatch):
+    from client.netconf import journal
+
+    synced: list[int] = []
+    monkeypatch.setattr(journal.os, "fsync", lambda fd: synced.append(fd))
+    j = journal.Journal(tmp_path)
+    j.record("routes", {"tun": "vpn0"}, durable=False)
+    assert synced == []  # bring-up: routes first, nothing else to protect
+    j.record("dns", {"backend": "file"})
+    assert len(synced) == 1
+    j.record("routes", {"tun": "vpn0"}, durable=False)  # a move: the DNS entry is there
+    assert len(synced) == 2
+    assert set(j.load()) == {"pid", "routes", "dns"}
