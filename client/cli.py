@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
-from pathlib import Path
 
 from . import __version__
 
@@ -60,16 +58,20 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# Each command imports what it needs and no more: `status`, `list` and a `connect` that
+# the daemon carries out start in a few tens of milliseconds, without the engine, the
+# event loop or (unless a profile pins a certificate) X.509.
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    _setup_logging(args.verbose)
     if args.command == "connect":
         return _connect(args)
     if args.command in ("import", "list", "show", "remove", "password"):
+        if args.command != "list":
+            _setup_logging(args.verbose)  # the keyring's messages
         from . import profile_commands
 
         return getattr(profile_commands, f"cmd_{args.command}")(args)
-    if args.command in ("status", "disconnect", "daemon"):
+    if args.command in ("status", "disconnect", "daemon"):  # the daemon sets up its own log
         from . import daemon_client
 
         return getattr(daemon_client, f"cli_{args.command}")(args)
@@ -78,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _setup_logging(verbosity: int) -> None:
+    import logging
+
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(
         level=level, stream=sys.stderr,
@@ -91,6 +95,8 @@ def _progress(line: str) -> None:
 
 def _find_profile(ref: str):
     """(profile, stored): a path to a profile file, else a stored name or uuid."""
+    from pathlib import Path
+
     from .profile import load_profile_file
     from .store import ProfileStore
 
@@ -101,25 +107,31 @@ def _find_profile(ref: str):
 
 
 def _connect(args: argparse.Namespace) -> int:
+    from . import daemon_client
+
+    if daemon_client.use_daemon():  # always for users; for root when a daemon answers
+        return daemon_client.cli_connect(args)
+    return _connect_foreground(args)
+
+
+def _connect_foreground(args: argparse.Namespace) -> int:
+    """Root without a daemon: the engine runs in this process until disconnected."""
     import asyncio
 
     from .config import ConfigError
+    from .connect_secrets import gather_secrets
     from .control import runtime_dir
     from .credentials import Kind
     from .engine import Engine, Secrets
     from .ikev2.task_manager import RetransmitPolicy
     from .profile import ProfileError
-    from .profile_commands import gather_secrets
 
+    _setup_logging(args.verbose)
     try:
         profile, stored = _find_profile(args.profile)
     except ProfileError as exc:
         print(f"vpnclient: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from . import daemon_client
-
-    if daemon_client.use_daemon():  # always for users; for root when a daemon answers
-        return daemon_client.cli_connect(args)
     try:
         retransmit = RetransmitPolicy.parse(os.environ.get("VPNCLIENT_RETRANSMIT", ""))
     except ValueError as exc:

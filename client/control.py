@@ -28,16 +28,17 @@ Two servers speak it at $VPNCLIENT_RUNTIME_DIR/control.sock: the foreground engi
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-import logging
 import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import asyncio
 
 VERSION = 1
 SOCKET_NAME = "control.sock"
@@ -67,8 +68,6 @@ REASON_FOR_EXIT = {
 }
 COMMANDS = ("status", "subscribe", "connect", "disconnect")
 EVENTS = ("state", "stats", "rekey", "roam", "log")
-
-log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -137,6 +136,8 @@ def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
 # -- the foreground engine's server: one response per request line -----------------------
 async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
     """Listen on path (replacing a stale socket) and answer one request per line."""
+    import asyncio  # here, not above: the CLI's clients of this module need no event loop
+
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     remove_stale(path)
 

@@ -472,14 +472,28 @@ def parse_secrets(raw: Any) -> Secrets:
 # -- entry point -----------------------------------------------------------------------
 def setup_logging(verbosity: int) -> None:
     """stderr (the journal under systemd) by verbosity; the engine's INFO lines always
-    reach subscribers, so the `client` logger passes them on."""
+    reach subscribers, so the `client` logger passes them on. Lines carry the time in
+    milliseconds, as the CLI's do, unless the journal stamps them."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING if verbosity == 0 else
                      logging.INFO if verbosity == 1 else logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
+    if _stderr_is_journal():
+        handler.setFormatter(logging.Formatter("%(levelname).1s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s.%(msecs)03d %(levelname).1s %(name)s: %(message)s", "%H:%M:%S"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbosity >= 2 else logging.INFO)
+
+
+def _stderr_is_journal() -> bool:
+    # systemd.exec(5): JOURNAL_STREAM is "device:inode" of the stream it connected.
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return os.environ.get("JOURNAL_STREAM") == f"{st.st_dev}:{st.st_ino}"
 
 
 def run_daemon(group: str = DEFAULT_GROUP, verbosity: int = 0) -> int:

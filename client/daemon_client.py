@@ -95,9 +95,9 @@ def use_daemon() -> bool:
 
 # -- connect ---------------------------------------------------------------------------
 def cli_connect(args: argparse.Namespace) -> int:
+    from .connect_secrets import gather_secrets
     from .credentials import Kind
     from .profile import ProfileError, load_profile_file
-    from .profile_commands import gather_secrets
     from .store import ProfileStore
 
     try:
@@ -198,10 +198,13 @@ def cli_disconnect(args: argparse.Namespace) -> int:
         with client:
             reply = client.call("disconnect", wait=True)
     except Unavailable as exc:
-        if "not running" in str(exc):
-            _err("not connected")
-        else:
+        if "not running" not in str(exc):
             _err(str(exc))
+        elif _restore_after_crash():
+            print("restored the network configuration a crashed connection left behind")
+            return CODE_OK
+        else:
+            _err("not connected")
         return CODE_FAILURE
     except (OSError, ValueError) as exc:
         _err(f"disconnect failed: {exc}")
@@ -216,6 +219,17 @@ def cli_disconnect(args: argparse.Namespace) -> int:
         while path.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
     return CODE_OK
+
+
+def _restore_after_crash() -> bool:
+    """Nothing is running: undo what a crashed run left (routes, DNS, a kill switch that
+    fails closed). `disconnect` is how a user asks for the network back without
+    connecting again. Only root can change it; True if there was something to undo."""
+    if os.geteuid() != 0:
+        return False
+    from .netconf.journal import cleanup_stale
+
+    return cleanup_stale(control.runtime_dir())
 
 
 def cli_daemon(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import mobileconfig
+from .connect_secrets import secret_kinds
 from .credentials import Credentials, KeyringUnavailable, Kind
 from .mobileconfig import ReportLine
 from .profile import (
@@ -93,16 +94,6 @@ def _from_mobileconfig(conv: mobileconfig.Converted) -> ImportItem:
     if Kind.PASSWORD in secrets and profile.type not in SECRET_TYPES:
         del secrets[Kind.PASSWORD]
     return ImportItem(profile, secrets, list(conv.report))
-
-
-def secret_kinds(profile: Profile) -> list[Kind]:
-    """The secrets a profile of this type needs at connect, in `--password-stdin` order."""
-    kinds = []
-    if profile.type in SECRET_TYPES:
-        kinds.append(Kind.PASSWORD)
-    if profile.needs_p12:
-        kinds.append(Kind.P12)
-    return kinds
 
 
 def commit(items: list[ImportItem], store: ProfileStore, creds: Credentials,

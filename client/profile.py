@@ -13,7 +13,6 @@ import binascii
 import copy
 import json
 import re
-import uuid as uuidlib
 from dataclasses import dataclass, field
 from ipaddress import (
     IPv4Address,
@@ -26,8 +25,6 @@ from ipaddress import (
 )
 from pathlib import Path
 from typing import Any
-
-from cryptography import x509
 
 from .ikev2.constants import ProtocolId
 from .ikev2.proposals import (
@@ -388,7 +385,7 @@ class _Parser:
         assert uuid is not None
         if not _UUID_RE.match(uuid):
             raise ProfileError("uuid", "not an RFC 4122 UUID")
-        uuid = str(uuidlib.UUID(uuid))  # lower case: it also names the stored file
+        uuid = uuid.lower()  # canonical, as the regex checked the form: it names the file
         name = self.string("name", required=True)
         assert name is not None
         if len(name) > 256:
@@ -623,6 +620,8 @@ def _certs(key: str, text: str) -> list[bytes]:
             raise ProfileError(key, "not valid base64 or PEM") from None
     else:
         return []
+    from cryptography import x509  # costly to import: only profiles that pin a CA pay
+
     for der in ders:
         try:
             x509.load_der_x509_certificate(der)

@@ -55,6 +55,15 @@ class EncrId(IntEnum):
     CHACHA20_POLY1305 = 28
 
 
+# Combined-mode (AEAD) transforms: no separate integrity transform goes with them.
+AEAD_ENCR = frozenset({EncrId.AES_GCM_8, EncrId.AES_GCM_12, EncrId.AES_GCM_16,
+                       EncrId.CHACHA20_POLY1305})
+
+
+def is_aead(encr_id: int) -> bool:
+    return encr_id in AEAD_ENCR
+
+
 class PrfId(IntEnum):
     HMAC_SHA1 = 2
     HMAC_SHA2_256 = 5

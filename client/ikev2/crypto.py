@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import dh, ec, x448, x25519
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
-from .constants import DhId, EncrId, IntegId, PrfId
+from .constants import DhId, EncrId, IntegId, PrfId, is_aead
 from .errors import CryptoError, NoProposalChosen
 
 # ---------------------------------------------------------------------------
@@ -98,14 +98,8 @@ def integ_for(integ_id: int) -> Integrity:
 # Encryption algorithms
 # ---------------------------------------------------------------------------
 
-AEAD_ENCR = frozenset({EncrId.AES_GCM_8, EncrId.AES_GCM_12, EncrId.AES_GCM_16,
-                       EncrId.CHACHA20_POLY1305})
 AEAD_SALT_LEN = 4  # RFC 5282 / RFC 7634: 4 salt bytes follow each AEAD key in the KEYMAT
 _AES_KEY_BITS = (128, 192, 256)
-
-
-def is_aead(encr_id: int) -> bool:
-    return encr_id in AEAD_ENCR
 
 
 def encr_keymat_len(encr_id: int, key_bits: int | None) -> int:

@@ -5,8 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .constants import DhId, EncrId, EsnId, IntegId, PrfId, ProtocolId, TransformType
-from .crypto import is_aead
+from .constants import (
+    DhId,
+    EncrId,
+    EsnId,
+    IntegId,
+    PrfId,
+    ProtocolId,
+    TransformType,
+    is_aead,
+)
 from .errors import NoProposalChosen
 
 

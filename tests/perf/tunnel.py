@@ -9,6 +9,11 @@ vpnclient (same profile) in turn (the order alternates between rounds) and measu
   iperf3 transfer runs;
 - connect command -> first ping reply (ping every 10 ms), and the handshake alone (first
   IKE packet sent -> CHILD_SA installed, from the client's own log);
+- the same two like for like: strongSwan's figure is always through its daemon (charon
+  runs before `swanctl --initiate`, as on a desktop); vpnclient's second figure is through
+  `vpnclient daemon`, started before the timed command, which is the CLI as root asking
+  it to connect the profile from the store (password on stdin); that session only
+  connects;
 - client CPU seconds per GB moved by iperf3 (all threads of the client process), resident
   memory once connected and after the transfers;
 - and, for vpnclient alone, the cold start of `vpnclient --version` (next to the bare
@@ -16,7 +21,8 @@ vpnclient (same profile) in turn (the order alternates between rounds) and measu
 
 vpnclient is `python3 -m client.cli` with this interpreter, or VPNCLIENT_CMD (e.g. an
 installed `.venv/bin/vpnclient`): an interpreter whose site-packages run start-up hooks
-adds their time and memory to every figure of its processes.
+adds their time and memory to every figure of its processes. It runs from compiled
+bytecode, as an installed package does (tests/perf/common.py bytecode_env).
 
 Prints each round, then a table of medians with the ratio vpnclient/strongSwan, and
 writes it all as JSON. Run as root (not part of the test run):
@@ -30,6 +36,7 @@ import argparse
 import json
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -38,17 +45,19 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from client import control
 from tests.lab.gateway import LAN_HOST
 from tests.lab.strongswan_client import StrongSwanClient
-from tests.lab.topology import Lab
+from tests.lab.topology import Lab, python_env
 from tests.lab.vpnclient import VpnClient, client_command
-from tests.perf.common import cannot_measure, reset
+from tests.perf.common import bytecode_env, cannot_measure, reset
 from tests.perf.measure import cpu_seconds, ping_rtt, rss_mb, start_iperf3
 from tests.perf.ref_connect import first_reply, start_ping
 
 SCENARIO = "eap-mschapv2"
 STRONGSWAN = "strongSwan 5.9.8"
 VPNCLIENT = "vpnclient"
+VPNCLIENT_DAEMON = "vpnclient daemon"
 IPERF_PORT = 5201
 
 # (key, label, unit, better) -- better: "higher" or "lower", for reading the ratio
@@ -66,6 +75,12 @@ ROWS = (
     ("cpu_s_per_gb", "client CPU per GB moved", "s/GB", "lower"),
     ("rss_connected_mb", "client RSS, connected", "MB", "lower"),
     ("rss_after_load_mb", "client RSS, after the transfers", "MB", "lower"),
+)
+# Rows whose vpnclient figure is that of the daemon session; strongSwan's is the same
+# figure as above (its connect always goes through charon).
+DAEMON_ROWS = (
+    ("connect_to_ping_ms", "connect via the daemon -> first ping reply", "ms", "lower"),
+    ("handshake_ms", "handshake via the daemon", "ms", "lower"),
 )
 
 _STAMP = r"(\d\d:\d\d:\d\d\.\d{3})"
@@ -98,10 +113,12 @@ class Session:
     """One connected client; subclasses know how to connect and where the process is."""
 
     name = ""
+    connect_only = False  # measure() is not run
 
-    def __init__(self, lab: Lab, workdir: Path) -> None:
+    def __init__(self, lab: Lab, workdir: Path, env: dict[str, str]) -> None:
         self.lab = lab
         self.workdir = workdir
+        self.env = env  # for vpnclient's processes
         self.figures: dict[str, float | None] = {}
 
     def connect(self) -> None:
@@ -160,8 +177,8 @@ class Session:
 class StrongSwanSession(Session):
     name = STRONGSWAN
 
-    def __init__(self, lab: Lab, workdir: Path) -> None:
-        super().__init__(lab, workdir)
+    def __init__(self, lab: Lab, workdir: Path, env: dict[str, str]) -> None:
+        super().__init__(lab, workdir, env)
         self.client = BenchStrongSwanClient(lab.client_ns, workdir, lab.pki, scenario=SCENARIO)
         self.client.start()  # the daemon runs before the connect command, as on a desktop
 
@@ -186,9 +203,9 @@ class StrongSwanSession(Session):
 class VpnClientSession(Session):
     name = VPNCLIENT
 
-    def __init__(self, lab: Lab, workdir: Path) -> None:
-        super().__init__(lab, workdir)
-        self.client = VpnClient(lab.client_ns, workdir)
+    def __init__(self, lab: Lab, workdir: Path, env: dict[str, str]) -> None:
+        super().__init__(lab, workdir, env)
+        self.client = VpnClient(lab.client_ns, workdir, env)
         self.profile = lab.profile(SCENARIO)
 
     def _connect(self) -> None:
@@ -221,36 +238,106 @@ class VpnClientSession(Session):
                 self.client.kill()
 
 
-def cold_start_ms(argv: list[str], times: int = 10) -> float:
+class DaemonSession(Session):
+    """`vpnclient daemon` started first (not timed, like charon); the timed command is
+    `vpnclient connect NAME --password-stdin` as root, which finds the daemon, hands it
+    the stored profile and the password, and returns once the tunnel is up."""
+
+    name = VPNCLIENT_DAEMON
+    connect_only = True
+
+    def __init__(self, lab: Lab, workdir: Path, env: dict[str, str]) -> None:
+        super().__init__(lab, workdir, env)
+        self.client = VpnClient(lab.client_ns, workdir, env)
+        path = lab.profile(SCENARIO)
+        imported = self.client.run("import", str(path))
+        if imported.returncode != 0:
+            raise RuntimeError(f"vpnclient import failed: {imported.stdout}{imported.stderr}")
+        self.profile_name = json.loads(path.read_text())["name"]
+        self.log_path = workdir / "daemon.log"
+        with open(self.log_path, "ab") as log:
+            self.daemon = lab.client_ns.popen(
+                [*client_command(), "daemon", "-v"], env=self.client.env(), stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._wait_ready(control.socket_path(self.client.runtime_dir))
+
+    def _wait_ready(self, socket: Path, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.daemon.poll() is not None:
+                raise RuntimeError(f"vpnclient daemon exited:\n{self._log()}")
+            try:
+                with control.ControlClient.open(socket, 2.0) as client:
+                    if client.call("status").get("ok"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"vpnclient daemon not answering:\n{self._log()}")
+
+    def _log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def _connect(self) -> None:
+        proc = self.client.run("connect", self.profile_name, "--password-stdin",
+                               input=self.lab.secret(SCENARIO) + "\n", timeout=30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"vpnclient connect (daemon) exited {proc.returncode}: "
+                               f"{proc.stdout}{proc.stderr}\n{self._log()}")
+
+    def _handshake_ms(self) -> float | None:
+        return _ms_between(self._log(), VPN_FIRST_SEND, VPN_CHILD_UP)
+
+    def pid(self) -> int:
+        return self.daemon.pid
+
+    def close(self) -> None:
+        if self.daemon.poll() is None:
+            self.client.run("disconnect", timeout=30)
+            self.daemon.send_signal(signal.SIGTERM)
+            try:
+                self.daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait(5)
+
+
+def cold_start_ms(argv: list[str], env: dict[str, str], times: int = 10) -> float:
     """Median wall time of running `argv` to completion (a fresh process each time)."""
     samples = []
     for _ in range(times):
         t0 = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True)
+        subprocess.run(argv, check=True, capture_output=True, env=env)
         samples.append((time.perf_counter() - t0) * 1000)
     return statistics.median(samples)
 
 
-def startup_figures() -> dict[str, float | str]:
-    cmd = client_command()
-    interpreter = cmd[0]
+def interpreter_of(cmd: list[str]) -> str:
+    """The Python that runs vpnclient's command line `cmd`."""
     script = shutil.which(cmd[0])
     if script and not Path(script).name.startswith("python"):  # an entry point script
         with open(script, "rb") as f:
-            interpreter = f.readline()[2:].decode().strip()  # its #! line
+            return f.readline()[2:].decode().strip()  # its #! line
+    return cmd[0]
+
+
+def startup_figures(env: dict[str, str]) -> dict[str, float | str]:
+    cmd = client_command()
+    env = {**python_env(), **env}
     return {
         "command": " ".join(cmd),
-        "version_cold_start_ms": cold_start_ms([*cmd, "--version"]),
-        "bare_interpreter_start_ms": cold_start_ms([interpreter, "-c", "pass"]),
+        "version_cold_start_ms": cold_start_ms([*cmd, "--version"], env),
+        "bare_interpreter_start_ms": cold_start_ms([interpreter_of(cmd), "-c", "pass"], env),
     }
 
 
-def run_session(lab: Lab, make: Callable[[Lab, Path], Session], workdir: Path,
-                seconds: int) -> dict[str, float | None]:
-    session = make(lab, workdir)
+def run_session(lab: Lab, make: Callable[[Lab, Path, dict[str, str]], Session],
+                workdir: Path, seconds: int, env: dict[str, str]) -> dict[str, float | None]:
+    session = make(lab, workdir, env)
     try:
         session.connect()
-        session.measure(seconds)
+        if not session.connect_only:
+            session.measure(seconds)
         return session.figures
     finally:
         try:
@@ -266,14 +353,16 @@ def _median(values: list[float | None]) -> float | None:
 
 def summarize(runs: dict[str, list[dict]]) -> list[dict]:
     table = []
-    for key, label, unit, better in ROWS:
-        swan = _median([r.get(key) for r in runs[STRONGSWAN]])
-        ours = _median([r.get(key) for r in runs[VPNCLIENT]])
+    rows = [(key, key, VPNCLIENT, *rest) for key, *rest in ROWS]
+    rows += [(f"daemon_{key}", key, VPNCLIENT_DAEMON, *rest) for key, *rest in DAEMON_ROWS]
+    for row_key, key, ours_name, label, unit, better in rows:
+        swan_runs = [r.get(key) for r in runs[STRONGSWAN]]
+        our_runs = [r.get(key) for r in runs[ours_name]]
+        swan, ours = _median(swan_runs), _median(our_runs)
         ratio = ours / swan if ours is not None and swan else None
-        table.append({"key": key, "figure": label, "unit": unit, "better": better,
+        table.append({"key": row_key, "figure": label, "unit": unit, "better": better,
                       "strongswan": swan, "vpnclient": ours, "ratio": ratio,
-                      "strongswan_runs": [r.get(key) for r in runs[STRONGSWAN]],
-                      "vpnclient_runs": [r.get(key) for r in runs[VPNCLIENT]]})
+                      "strongswan_runs": swan_runs, "vpnclient_runs": our_runs})
     return table
 
 
@@ -286,10 +375,10 @@ def _fmt(v: float | None, width: int = 10) -> str:
 def print_table(table: list[dict], runs: int, seconds: int) -> None:
     print(f"\nmedians of {runs} runs (iperf3 {seconds} s per direction); ratio = vpnclient /"
           " strongSwan")
-    print(f"{'figure':<40} {'unit':<7} {'strongSwan':>10} {'vpnclient':>10} {'ratio':>7}")
+    print(f"{'figure':<42} {'unit':<7} {'strongSwan':>10} {'vpnclient':>10} {'ratio':>7}")
     for row in table:
         ratio = f"{row['ratio']:>6.2f}x" if row["ratio"] is not None else f"{'-':>7}"
-        print(f"{row['figure']:<40} {row['unit']:<7} {_fmt(row['strongswan'])}"
+        print(f"{row['figure']:<42} {row['unit']:<7} {_fmt(row['strongswan'])}"
               f" {_fmt(row['vpnclient'])} {ratio}  ({row['better']} is better)")
 
 
@@ -301,20 +390,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if cannot_measure():
         return 2
-    makers: dict[str, Callable[[Lab, Path], Session]] = {
+    makers: dict[str, Callable[[Lab, Path, dict[str, str]], Session]] = {
         STRONGSWAN: StrongSwanSession, VPNCLIENT: VpnClientSession,
+        VPNCLIENT_DAEMON: DaemonSession,
     }
-    runs: dict[str, list[dict]] = {STRONGSWAN: [], VPNCLIENT: []}
+    runs: dict[str, list[dict]] = {name: [] for name in makers}
     with Lab() as lab:
+        env = bytecode_env(lab.dir / "pycache", interpreter_of(client_command()))
         iperf_server = lab.gw_ns.popen(["iperf3", "-s", "-B", LAN_HOST, "-p", str(IPERF_PORT)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             time.sleep(0.3)
             for rnd in range(1, args.runs + 1):
-                order = [STRONGSWAN, VPNCLIENT] if rnd % 2 else [VPNCLIENT, STRONGSWAN]
-                for name in order:
-                    workdir = lab.dir / f"{name.split()[0]}-{rnd}"
-                    figures = run_session(lab, makers[name], workdir, args.seconds)
+                order = [STRONGSWAN, VPNCLIENT, VPNCLIENT_DAEMON]
+                for name in order if rnd % 2 else order[::-1]:
+                    workdir = lab.dir / f"{name.replace(' ', '-')}-{rnd}"
+                    figures = run_session(lab, makers[name], workdir, args.seconds, env)
                     runs[name].append(figures)
                     print(f"round {rnd} {name:<17} " + ", ".join(
                         f"{k}={v:.3f}" if v is not None else f"{k}=-"
@@ -322,8 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             iperf_server.terminate()
             iperf_server.wait(5)
+        startup = startup_figures(env)
     table = summarize(runs)
-    startup = startup_figures()
     print_table(table, args.runs, args.seconds)
     print(f"\n`{startup['command']} --version` cold start: median "
           f"{startup['version_cold_start_ms']:.1f} ms (the bare interpreter: "

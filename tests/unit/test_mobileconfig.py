@@ -21,6 +21,8 @@ from client.profile import ProfileError
 
 VPN_UUID = "0E6B4F0C-7C1B-4B8E-9A53-2B9C7F1D2E11"
 CERT_UUID = "7D7B1D8A-3A53-4C55-8F7E-0B0B5B0C9A01"
+# Long and with a character base64 never produces, so a random certificate cannot contain it.
+SECRET = "pw-for-the-mobileconfig-test!"
 
 
 def _cert(cn: str, ca: bool) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
@@ -64,7 +66,7 @@ def doc(ikev2: dict[str, Any], *extra_payloads: dict[str, Any], **vpn: Any) -> b
 def eap(**extra: Any) -> dict[str, Any]:
     return {"RemoteAddress": "vpn.example.com", "RemoteIdentifier": "vpn.example.com",
             "AuthenticationMethod": "None", "ExtendedAuthEnabled": 1,
-            "AuthName": "alice", "AuthPassword": "pw", **extra}
+            "AuthName": "alice", "AuthPassword": SECRET, **extra}
 
 
 def root(der: bytes, uuid: str = "AAAAAAAA-0000-0000-0000-000000000001") -> dict[str, Any]:
@@ -105,8 +107,8 @@ def test_eap_profile_keys(ca_der: bytes) -> None:
     assert (d["mtu"], d["nat-keepalive"], d["dpd"], d["mobike"], d["kill-switch"]) == \
         (1400, 30, 60, False, True)
     assert d["dns-servers"] == ["198.18.0.53"] and d["dns-domains"] == ["corp.example"]
-    assert conv.secrets == {Kind.PASSWORD: "pw"}
-    assert "pw" not in repr(d)  # the password is not in the profile data
+    assert conv.secrets == {Kind.PASSWORD: SECRET}
+    assert SECRET not in repr(d)  # the password is not in the profile data
     r = report(conv)
     assert r["PayloadContent[0].IKEv2.AuthPassword"][0] is True
     assert "keyring" in r["PayloadContent[0].IKEv2.AuthPassword"][1]
