@@ -1,5 +1,6 @@
 """ESP SA tests: published GCM-in-ESP vectors, layout checks, round trips, rejections."""
 
+import random
 import struct
 
 import pytest
@@ -96,10 +97,19 @@ def test_aead_layout_matches_rfc4106_rfc7634(encr, aead):
     pkt = out.encapsulate(inner)
     assert pkt[:8] == H("0102030400000005")
     iv = pkt[8:16]
-    assert iv == (5).to_bytes(8, "big")
+    assert iv == pkt[:8]  # SPI || SeqNo: unique per key, as the explicit IV must be
     plain = aead(key).decrypt(salt + iv, pkt[16:], pkt[:8])
     assert plain == inner + b"\x01\x02\x03" + b"\x03\x04"
     assert len(pkt) == 8 + 8 + 32 + 16
+
+
+@pytest.mark.parametrize("encr", [EncrId.AES_GCM_16, EncrId.CHACHA20_POLY1305])
+def test_aead_iv_never_repeats_within_an_sa(encr):
+    out, _ = pair(encr, 256, None)
+    ivs = [out.encapsulate(ipv4_packet())[8:16] for _ in range(1000)]
+    out.next_seq = 0xFFFFFFFF
+    ivs.append(out.encapsulate(ipv4_packet())[8:16])
+    assert len(set(ivs)) == len(ivs)
 
 
 def test_cbc_layout_and_icv():
@@ -131,7 +141,7 @@ def test_round_trip_all_transforms(encr, bits, integ):
         for pkt in (ipv4_packet(bytes(n)), ipv6_packet(bytes(n))):
             assert inb.decapsulate(out.encapsulate(pkt)) == pkt
     assert out.packets == inb.packets == 16
-    assert out.bytes == inb.bytes
+    assert out.bytes == inb.bytes == 8 * (20 + 40) + 2 * sum((1, 2, 3, 15, 16, 17, 100, 1400))
 
 
 def test_sequence_numbers_and_no_wrap():
@@ -217,10 +227,91 @@ def test_bad_trailer_rejected(payload, reason):
         inb.decapsulate(pkt)
 
 
+@pytest.mark.parametrize("pad_len", [0, 1, 4, 7, 100, 255])
+@pytest.mark.parametrize("inner", [ipv4_packet(b"abc"), ipv6_packet(b"abcd")])
+def test_any_valid_padding_accepted(pad_len, inner):
+    # Peers may pad beyond the alignment (RFC 4303 section 2.4, e.g. to hide lengths).
+    nh = 4 if inner[0] >> 4 == 4 else 41
+    payload = inner + bytes(range(1, pad_len + 1)) + bytes((pad_len, nh))
+    pkt, inb = _seal_raw(EncrId.AES_GCM_16, payload)
+    assert inb.decapsulate(pkt) == inner
+    assert inb.packets == 1 and inb.bytes == len(inner)
+
+
+@pytest.mark.parametrize(
+    "trailer,reason",
+    [
+        (bytes(range(1, 8)) + b"\x08\x04", "monotonic"),  # pad length 8, only 7 pad bytes
+        (bytes(range(1, 8)) + b"\x09\x04", "monotonic"),  # ... or they are inner bytes
+        (b"\x01\x02\x04\x02\x04", "monotonic"),  # a wrong byte in long padding
+        (b"\x01\x02\x03\x03\x00", "next header 0"),  # valid padding, next header 0
+        (b"\x01\x02\x01\x3b", "monotonic"),  # a dummy packet is checked like any other
+        (b"\x01\x02\x03\x03\x29", "does not match"),  # IPv4 packet, next header IPv6
+    ],
+)
+def test_bad_padding_and_next_header_dropped(trailer, reason):
+    pkt, inb = _seal_raw(EncrId.CHACHA20_POLY1305, ipv4_packet(b"abc") + trailer)
+    with pytest.raises(EspError, match=reason):
+        inb.decapsulate(pkt)
+    assert inb.packets == inb.bytes == inb.dummies == 0
+    # The packet was authentic: its sequence number is used up all the same.
+    assert inb.replay.top == 1
+    with pytest.raises(EspError, match="replay"):
+        inb.decapsulate(pkt)
+
+
 def test_dummy_packet_dropped_silently():
     pkt, inb = _seal_raw(EncrId.CHACHA20_POLY1305, b"\x01\x02\x02\x3b")
     assert inb.decapsulate(pkt) == b""
     assert inb.dummies == 1 and inb.packets == 0
+    # A dummy packet may carry bytes that look like anything (RFC 4303 section 2.6).
+    pkt, inb = _seal_raw(EncrId.AES_GCM_16, b"\x45junk\x01\x02\x02\x3b")
+    assert inb.decapsulate(pkt) == b""
+    assert inb.dummies == 1 and inb.packets == 0
+
+
+@pytest.mark.parametrize("encr,bits,integ", [SUITES[1], SUITES[3]])
+def test_replay_window_through_sa_matches_set_model(encr, bits, integ):
+    """decapsulate() (its inline in-order path and ReplayWindow for the rest) against the
+    definition: accept a number above everything seen, or within 64 of the highest and not
+    seen before; drop anything else, and let a forged packet change nothing."""
+    out, inb = pair(encr, bits, integ, window=64)
+    inner = ipv4_packet(b"r")
+    sealed = {}
+
+    def packet(seq: int) -> bytes:
+        if seq not in sealed:
+            out.next_seq = seq
+            sealed[seq] = out.encapsulate(inner)
+        return sealed[seq]
+
+    rng = random.Random(4303)
+    seen: set[int] = set()
+    top = 0
+    for _ in range(3000):
+        r = rng.random()
+        if r < 0.5:
+            seq = top + 1
+        elif r < 0.6:
+            seq = top + rng.randint(2, 200)  # a jump, sometimes past the whole window
+        else:
+            seq = max(1, top - rng.randint(0, 80))  # late, duplicate or too old
+        pkt = packet(seq)
+        new = seq > top or (top - seq < 64 and seq not in seen)
+        if rng.random() < 0.1:  # forged, even far ahead: dropped, and nothing moves
+            for forged in (pkt, packet(top + rng.randint(1, 1000))):
+                with pytest.raises(EspError):
+                    inb.decapsulate(forged[:-1] + bytes([forged[-1] ^ 1]))
+            assert inb.replay.top == top
+        if new:
+            assert inb.decapsulate(pkt) == inner, seq
+            seen.add(seq)
+            top = max(top, seq)
+        else:
+            with pytest.raises(EspError, match="replay"):
+                inb.decapsulate(pkt)
+        assert inb.replay.top == top
+    assert inb.packets == len(seen)
 
 
 def test_transform_parameter_validation():

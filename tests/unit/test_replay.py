@@ -1,4 +1,4 @@
-"""RFC 6479 replay window: exact semantics against a set-based model, and edge cases."""
+"""The anti-replay window: exact semantics against a set-based model, and edge cases."""
 
 import random
 
@@ -69,6 +69,21 @@ def test_update_without_check_ignores_stale():
     w.update(10)  # far too old: must not corrupt the ring
     assert w.check(10 + 64 * 15) is (10 + 64 * 15 > 1000 - 64)
     assert all(w.check(s) for s in range(1000 - 63, 1000))
+
+
+def test_numbers_sharing_a_slot_told_apart():
+    # 5, 69, 133 all live in slot 5 of a 64-slot ring.
+    w = ReplayWindow(64)
+    w.update(5)
+    assert not w.check(5) and w.check(69)
+    w.update(70)
+    assert w.check(69) and not w.check(6)  # 69 never seen; 6 now too old (70 - 6 = 64)
+    w.update(69)
+    assert not w.check(69) and not w.check(5)
+    w.update(133)
+    assert not w.check(69)  # too old now, though its slot holds 133
+    assert not w.check(70)  # still in the window, seen
+    assert w.check(71) and w.check(132)
 
 
 @pytest.mark.parametrize("size", [64, 128, 1024, 4096])
