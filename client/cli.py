@@ -114,8 +114,18 @@ def _connect(args: argparse.Namespace) -> int:
     return _connect_foreground(args)
 
 
+def without_tls() -> None:
+    """For the long-running processes (a foreground connect, the daemon), before asyncio
+    is imported: asyncio loads the ssl module for TLS transports they never open, ~1.2 MB
+    of resident memory and ~7 ms of start-up. A None entry is the import system's way to
+    decline a module; asyncio works without ssl as on Python builds that lack it, and
+    nothing else these processes load needs it."""
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
+
 def _connect_foreground(args: argparse.Namespace) -> int:
     """Root without a daemon: the engine runs in this process until disconnected."""
+    without_tls()
     import asyncio
 
     from .config import ConfigError

@@ -233,6 +233,9 @@ def _restore_after_crash() -> bool:
 
 
 def cli_daemon(args: argparse.Namespace) -> int:
+    from .cli import without_tls
+
+    without_tls()
     from .daemon import DEFAULT_GROUP, run_daemon
 
     group = getattr(args, "group", None) or os.environ.get("VPNCLIENT_GROUP", DEFAULT_GROUP)

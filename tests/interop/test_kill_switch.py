@@ -118,17 +118,22 @@ def test_kill_switch_holds_while_reconnecting(clean_lab, run_client) -> None:
     assert lab.ping(OUTSIDE4, count=1).ok
 
 
-def test_sigkill_keeps_blocking_until_the_next_start(clean_lab, new_client) -> None:
-    lab = clean_lab
-    crashed = new_client()
-    crashed.connect(lab.profile("eap-mschapv2", **{"kill-switch": True}),
-                    lab.secret("eap-mschapv2"))
-    crashed.send_signal(signal.SIGKILL)
-    assert crashed.wait_exit(5) == -signal.SIGKILL
+def crash_with_kill_switch(lab, client):
+    """Connect `client` with the kill switch on, SIGKILL it; the crashed run's kill
+    switch still blocks (fail closed)."""
+    client.connect(lab.profile("eap-mschapv2", **{"kill-switch": True}),
+                   lab.secret("eap-mschapv2"))
+    client.send_signal(signal.SIGKILL)
+    assert client.wait_exit(5) == -signal.SIGKILL
     assert wait_no_client_processes(lab) == []
-    # Fail closed: the crashed run's kill switch still blocks.
     assert kill_switch_tables(lab)
     assert rejected(lab.ping(OUTSIDE4, count=1))
+    return client
+
+
+def test_sigkill_keeps_blocking_until_the_next_start(clean_lab, new_client) -> None:
+    lab = clean_lab
+    crashed = crash_with_kill_switch(lab, new_client())
     lab.gateway.terminate_all()
     assert lab.wait_no_sas("eap-mschapv2")
 
@@ -224,13 +229,7 @@ def test_disconnect_after_a_crash_gives_the_network_back(clean_lab, new_client) 
     """After SIGKILL nothing runs to answer `disconnect`; it restores what the crashed
     run left (the kill switch, routes, DNS) instead of only saying "not connected"."""
     lab = clean_lab
-    crashed = new_client()
-    crashed.connect(lab.profile("eap-mschapv2", **{"kill-switch": True}),
-                    lab.secret("eap-mschapv2"))
-    crashed.send_signal(signal.SIGKILL)
-    assert crashed.wait_exit(5) == -signal.SIGKILL
-    assert wait_no_client_processes(lab) == []
-    assert rejected(lab.ping(OUTSIDE4, count=1))
+    crashed = crash_with_kill_switch(lab, new_client())
 
     result = crashed.run("disconnect")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -177,6 +177,14 @@ def test_the_batch_is_written_even_when_the_drain_fails(udp_pair):
     assert drained == [1]
 
 
+def inbound_plane(loop, tun) -> tuple[DataPlane, EspOutbound]:
+    """A data plane on `tun` and the gateway's side of its inbound SA (0x52)."""
+    dp = DataPlane(loop, tun, lambda p: None)  # type: ignore[arg-type]
+    dp.install(EspOutbound(0x51, EncrId.AES_GCM_16, 256, KEY),
+               EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY))
+    return dp, EspOutbound(0x52, EncrId.AES_GCM_16, 256, KEY)
+
+
 def test_lost_tun_writes_are_counted_as_drops():
     class FullTun(BatchTun):
         def write_batch(self, packets):
@@ -185,10 +193,7 @@ def test_lost_tun_writes_are_counted_as_drops():
     loop = asyncio.new_event_loop()
     try:
         tun = FullTun()
-        dp = DataPlane(loop, tun, lambda p: None)  # type: ignore[arg-type]
-        out = EspOutbound(0x52, EncrId.AES_GCM_16, 256, KEY)
-        dp.install(EspOutbound(0x51, EncrId.AES_GCM_16, 256, KEY),
-                   EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY))
+        dp, out = inbound_plane(loop, tun)
         for n in (100, 200, 300):
             dp.on_esp(out.encapsulate(ipv4(n, n)))
         dp.flush()
@@ -201,10 +206,7 @@ def test_stop_writes_what_is_pending():
     loop = asyncio.new_event_loop()
     try:
         tun = BatchTun()
-        dp = DataPlane(loop, tun, lambda p: None)  # type: ignore[arg-type]
-        out = EspOutbound(0x52, EncrId.AES_GCM_16, 256, KEY)
-        dp.install(EspOutbound(0x51, EncrId.AES_GCM_16, 256, KEY),
-                   EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY))
+        dp, out = inbound_plane(loop, tun)
         dp.on_esp(out.encapsulate(ipv4(100, 1)))
         dp.stop()
         assert tun.batches == [[ipv4(100, 1)]] and dp.packets_in == 1
