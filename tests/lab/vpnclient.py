@@ -32,11 +32,12 @@ def client_command() -> list[str]:
 class VpnClient:
     """One client instance: its own config/runtime dirs and log under `workdir`."""
 
-    def __init__(self, ns: Namespace, workdir: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, ns: Namespace, workdir: Path, extra_env: dict[str, str] | None = None,
+                 runtime_dir: Path | None = None):
         self.ns = ns
         self.dir = Path(workdir)
         self.config_dir = self.dir / "config"
-        self.runtime_dir = self.dir / "run"
+        self.runtime_dir = Path(runtime_dir) if runtime_dir else self.dir / "run"
         self.log_path = self.dir / "client.log"
         self.stderr_path = self.dir / "client.stderr"  # only with separate_stderr
         for d in (self.config_dir, self.runtime_dir):

@@ -22,7 +22,9 @@ vpnclient (same profile) in turn (the order alternates between rounds) and measu
 vpnclient is `python3 -m client.cli` with this interpreter, or VPNCLIENT_CMD (e.g. an
 installed `.venv/bin/vpnclient`): an interpreter whose site-packages run start-up hooks
 adds their time and memory to every figure of its processes. It runs from compiled
-bytecode, as an installed package does (tests/perf/common.py bytecode_env).
+bytecode, as an installed package does (tests/perf/common.py bytecode_env), with its
+runtime directory on tmpfs (/dev/shm), as /run is on a desktop; resolv.conf, on disk, is
+still written and synced as in production.
 
 Prints each round, then a table of medians with the ratio vpnclient/strongSwan, and
 writes it all as JSON. Run as root (not part of the test run):
@@ -40,6 +42,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -55,6 +58,7 @@ from tests.perf.measure import cpu_seconds, ping_rtt, rss_mb, start_iperf3
 from tests.perf.ref_connect import first_reply, start_ping
 
 SCENARIO = "eap-mschapv2"
+TMPFS = "/dev/shm"
 STRONGSWAN = "strongSwan 5.9.8"
 VPNCLIENT = "vpnclient"
 VPNCLIENT_DAEMON = "vpnclient daemon"
@@ -119,7 +123,13 @@ class Session:
         self.lab = lab
         self.workdir = workdir
         self.env = env  # for vpnclient's processes
+        # vpnclient's runtime directory (journal, DNS backup, control socket) on tmpfs, as
+        # /run is on a desktop: on a disk, its fsyncs would cost what they do not there.
+        self.runtime_dir = Path(tempfile.mkdtemp(prefix="vpnclient-bench-", dir=TMPFS))
         self.figures: dict[str, float | None] = {}
+
+    def remove_runtime_dir(self) -> None:
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
     def connect(self) -> None:
         """Connect, timing the command to the first ping reply through the tunnel."""
@@ -205,7 +215,7 @@ class VpnClientSession(Session):
 
     def __init__(self, lab: Lab, workdir: Path, env: dict[str, str]) -> None:
         super().__init__(lab, workdir, env)
-        self.client = VpnClient(lab.client_ns, workdir, env)
+        self.client = VpnClient(lab.client_ns, workdir, env, self.runtime_dir)
         self.profile = lab.profile(SCENARIO)
 
     def _connect(self) -> None:
@@ -248,7 +258,7 @@ class DaemonSession(Session):
 
     def __init__(self, lab: Lab, workdir: Path, env: dict[str, str]) -> None:
         super().__init__(lab, workdir, env)
-        self.client = VpnClient(lab.client_ns, workdir, env)
+        self.client = VpnClient(lab.client_ns, workdir, env, self.runtime_dir)
         path = lab.profile(SCENARIO)
         imported = self.client.run("import", str(path))
         if imported.returncode != 0:
@@ -343,6 +353,7 @@ def run_session(lab: Lab, make: Callable[[Lab, Path, dict[str, str]], Session],
         try:
             session.close()
         finally:
+            session.remove_runtime_dir()
             reset(lab)
 
 
