@@ -5,6 +5,8 @@ keepalives. Send errors are logged and left to retransmission or the next packet
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import socket
 from collections.abc import Callable
@@ -21,15 +23,12 @@ DRAIN_BATCH = 256  # datagrams per wake-up, so one busy socket cannot starve the
 
 async def resolve(loop: asyncio.AbstractEventLoop, host: str, port: int, ipv6: bool) -> str:
     """The gateway's address, of the preferred family when it has both."""
+    # An address literal needs no resolver: answered here, not by a thread of the loop's
+    # executor (which would stay, with its stack and malloc arena).
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(host))
     try:
-        # An address literal needs no resolver: answered here, not by a thread of the
-        # loop's executor (which would stay, with its stack and malloc arena).
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
-                                   flags=socket.AI_NUMERICHOST)
-    except socket.gaierror:
-        infos = []
-    try:
-        infos = infos or await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
         raise PeerUnreachable(f"cannot resolve {host}: {exc.strerror}") from None
     prefer = socket.AF_INET6 if ipv6 else socket.AF_INET

@@ -37,8 +37,12 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace `path` atomically (tmp + rename in the same directory).
 
     A bind-mounted file (as `ip netns exec` sets up for /etc/resolv.conf) cannot be renamed
-    over (EBUSY): it is then rewritten in place.
+    over (EBUSY): it is rewritten in place, without first writing and syncing a
+    temporary file that could not be used.
     """
+    if _is_mount_point(path):
+        _write_in_place(path, data)
+        return
     # Unique per process: /etc is shared by every network namespace on the machine.
     tmp = path.with_name(f".{path.name}.vpnclient-{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
@@ -52,10 +56,27 @@ def write_file(path: Path, data: bytes, mode: int = 0o644) -> None:
         tmp.unlink(missing_ok=True)
         if e.errno not in (errno.EBUSY, errno.EXDEV, errno.EPERM):
             raise
-        with open(path, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_in_place(path, data)
+
+
+def _write_in_place(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _is_mount_point(path: Path) -> bool:
+    """Is `path` itself mounted on (a bind-mounted file)? From /proc/self/mountinfo, whose
+    fifth field is the mount point, with space, tab, newline and backslash octal-escaped."""
+    target = os.path.abspath(path)
+    for c in "\\ \t\n":
+        target = target.replace(c, f"\\{ord(c):03o}")
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            return any(line.split(" ", 5)[4] == target for line in f)
+    except (OSError, IndexError):
+        return False
 
 
 def _render(

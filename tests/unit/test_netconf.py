@@ -296,6 +296,42 @@ def test_resolv_conf_symlink_restored(tmp_path):
     assert conf.is_symlink() and os.readlink(conf) == str(target)
 
 
+def test_bind_mounted_resolv_conf_is_rewritten_in_place(tmp_path):
+    """As `ip netns exec` mounts /etc/netns/NS/resolv.conf over /etc/resolv.conf: the file
+    cannot be renamed over, so it is written in place (no temporary file), and restored."""
+    require_root()
+    (tmp_path / "my file").write_bytes(b"nameserver 192.0.2.53\n")  # a space: escaped
+    conf = tmp_path / "my file"
+    source = tmp_path / "netns-resolv.conf"
+    source.write_bytes(b"nameserver 192.0.2.99\n")
+    code = textwrap.dedent(f"""
+        import os, subprocess, sys
+        from ipaddress import ip_address
+        from pathlib import Path
+        sys.path.insert(0, {str(Path.cwd())!r})
+        from client.netconf import dns
+        conf = Path({str(conf)!r})
+        assert not dns._is_mount_point(conf)
+        subprocess.run(["mount", "--bind", {str(source)!r}, str(conf)], check=True)
+        assert dns._is_mount_point(conf)
+        calls = []
+        real_replace = os.replace
+        os.replace = lambda *a: calls.append(a) or real_replace(*a)
+        dm = dns.DnsManager(Path({str(tmp_path / "run")!r}), resolv_conf=conf, backend="file")
+        dm.apply([ip_address("198.18.0.53")], [], "vpn0")
+        assert "nameserver 198.18.0.53" in conf.read_text()
+        assert not [c for c in calls if c[1] == conf], calls  # no rename onto the mount
+        dm.restore()
+        assert conf.read_bytes() == b"nameserver 192.0.2.99\\n"
+        print("ok")
+    """)
+    out = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable,
+                          "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stdout + out.stderr
+    # The mount was private to that namespace: the file itself never changed.
+    assert conf.read_bytes() == b"nameserver 192.0.2.53\n"
+
+
 def test_failure_midway_names_the_command_and_rolls_back(tmp_path):
     # A rule already there (another client's, or a leftover) makes `rule add` fail after
     # the address and routes went in: all of those must go again.
