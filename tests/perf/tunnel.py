@@ -29,7 +29,7 @@ still written and synced as in production.
 Prints each round, then a table of medians with the ratio vpnclient/strongSwan, and
 writes it all as JSON. Run as root (not part of the test run):
 
-    python3 -m tests.perf.tunnel [--runs 3] [--seconds 10] [--json tunnel-benchmark.json]
+    python3 -m tests.perf.tunnel [--runs 3] [--connects 6] [--seconds 10] [--json FILE]
 """
 
 from __future__ import annotations
@@ -342,11 +342,12 @@ def startup_figures(env: dict[str, str]) -> dict[str, float | str]:
 
 
 def run_session(lab: Lab, make: Callable[[Lab, Path, dict[str, str]], Session],
-                workdir: Path, seconds: int, env: dict[str, str]) -> dict[str, float | None]:
+                workdir: Path, seconds: int, env: dict[str, str],
+                connect_only: bool = False) -> dict[str, float | None]:
     session = make(lab, workdir, env)
     try:
         session.connect()
-        if not session.connect_only:
+        if not (connect_only or session.connect_only):
             session.measure(seconds)
         return session.figures
     finally:
@@ -397,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m tests.perf.tunnel")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10, help="iperf3 time per direction")
+    parser.add_argument("--connects", type=int, default=6,
+                        help="extra connects per client, timed only: the connect and handshake"
+                             " figures vary by milliseconds from one to the next")
     parser.add_argument("--json", metavar="FILE", default="tunnel-benchmark.json")
     args = parser.parse_args(argv)
     if cannot_measure():
@@ -421,18 +425,32 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"round {rnd} {name:<17} " + ", ".join(
                         f"{k}={v:.3f}" if v is not None else f"{k}=-"
                         for k, v in figures.items()), flush=True)
+            # Connect and handshake only, alternating the clients; their samples join the
+            # rounds' in the medians of those rows.
+            for n in range(1, args.connects + 1):
+                order = [STRONGSWAN, VPNCLIENT, VPNCLIENT_DAEMON]
+                for name in order if n % 2 else order[::-1]:
+                    workdir = lab.dir / f"{name.replace(' ', '-')}-connect-{n}"
+                    figures = run_session(lab, makers[name], workdir, args.seconds, env,
+                                          connect_only=True)
+                    runs[name].append(figures)
+                    print(f"connect {n} {name:<17} connect_to_ping_ms="
+                          f"{figures['connect_to_ping_ms']:.1f}, handshake_ms="
+                          f"{figures['handshake_ms']}", flush=True)
         finally:
             iperf_server.terminate()
             iperf_server.wait(5)
         startup = startup_figures(env)
     table = summarize(runs)
     print_table(table, args.runs, args.seconds)
+    print(f"(connect and handshake rows: medians of {args.runs + args.connects} connects)")
     print(f"\n`{startup['command']} --version` cold start: median "
           f"{startup['version_cold_start_ms']:.1f} ms (the bare interpreter: "
           f"{startup['bare_interpreter_start_ms']:.1f} ms)")
     with open(args.json, "w") as f:
-        json.dump({"runs": args.runs, "seconds": args.seconds, "scenario": SCENARIO,
-                   "table": table, "vpnclient_startup": startup, "raw": runs}, f, indent=2)
+        json.dump({"runs": args.runs, "connects": args.connects, "seconds": args.seconds,
+                   "scenario": SCENARIO, "table": table, "vpnclient_startup": startup,
+                   "raw": runs}, f, indent=2)
     print(f"\nJSON: {args.json}")
     return 0
 
