@@ -3,14 +3,12 @@ connecting, and rekeys while the tunnel is busy with a bulk TCP transfer."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import pytest
 
 from tests.interop.test_rekey import MAX_LOSS, child_sa
 from tests.lab.checks import disconnect_cleanly
 from tests.lab.gateway import LAN_HOST
+from tests.lab.iperf import iperf3_server, parse_result
 from tests.lab.traffic import BackgroundPing
 
 pytestmark = pytest.mark.interop
@@ -55,9 +53,7 @@ def test_gateway_rekeys_under_tcp_load(clean_lab, run_client) -> None:
     client = run_client(lab.profile("rekey", esp_proposal="aes256gcm16-x25519"),
                         lab.secret("rekey"))
     (before,) = lab.gateway.sas_for("rekey")
-    server = lab.gw_ns.popen(["iperf3", "-s", "-1", "-B", LAN_HOST],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with iperf3_server(lab.gw_ns, LAN_HOST, once=True):
         ping = BackgroundPing(lab, count=int(DURATION / 0.1), interval=0.1)
         # A bounded rate keeps the ping's queueing delay sane while the tunnel is busy.
         iperf = lab.client_ns.run(
@@ -65,11 +61,8 @@ def test_gateway_rekeys_under_tcp_load(clean_lab, run_client) -> None:
              "--connect-timeout", "5000"],
             check=False, timeout=DURATION + 60)
         stats = ping.wait()
-    finally:
-        server.kill()
-        server.wait()
     assert iperf.returncode == 0, iperf.stdout[-2000:] + iperf.stderr
-    intervals = json.loads(iperf.stdout)["intervals"]
+    intervals = parse_result(iperf.stdout)["intervals"]
     stalled = [round(i["sum"]["start"]) for i in intervals if i["sum"]["bytes"] == 0]
     print(f"\niperf3 intervals: {len(intervals)}, stalled seconds: {stalled}; "
           f"ping: {stats.summary()}")

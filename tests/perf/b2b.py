@@ -23,8 +23,8 @@ import socket
 import statistics
 import subprocess
 import sys
-import time
 
+from tests.lab.iperf import iperf3_server
 from tests.lab.netns import Namespace, add_veth
 from tests.lab.topology import python_env
 from tests.perf.measure import iperf3, ping_rtt
@@ -206,10 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, list[float]] = {"A->B Mbit/s": [], "B->A Mbit/s": [], "ping idle ms": []}
     with BackToBack(args.suite, args.send, args.write) as b2b:
         a, b = b2b.ns
-        server = b.popen(["iperf3", "-s", "-B", INNER[1]], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(0.5)
+        with iperf3_server(b, INNER[1]):
             rtt = ping_rtt(a, INNER[1], count=20)
             if rtt is None:
                 raise RuntimeError("no ping reply through the back-to-back data planes")
@@ -222,9 +219,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"run {run}: A->B {up['mbps']:.0f} Mbit/s (retransmits {up['retransmits']}),"
                       f" B->A {down['mbps']:.0f} Mbit/s, ping {rows['ping idle ms'][-1]:.3f} ms",
                       flush=True)
-        finally:
-            server.terminate()
-            server.wait(5)
         drops = {side: kernel_drops(ns) for side, ns in zip("AB", b2b.ns, strict=True)}
         stats = b2b.stop_peers()
     table = {k: {"runs": v, "median": statistics.median(v)} for k, v in rows.items()}

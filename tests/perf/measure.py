@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import statistics
 import subprocess
 from pathlib import Path
 
+from tests.lab.iperf import parse_result
 from tests.lab.netns import Namespace
 
 _RTT = re.compile(r"time=([\d.]+) ms")
@@ -32,13 +32,9 @@ def iperf3(ns: Namespace, server: str, seconds: int, reverse: bool = False,
     if reverse:
         argv.append("-R")
     proc = ns.run(argv, check=False, timeout=seconds + 30)
-    try:
-        data = json.loads(proc.stdout)
-        end = data["end"]
-        return {"mbps": end["sum_received"]["bits_per_second"] / 1e6,
-                "retransmits": end["sum_sent"].get("retransmits", 0)}
-    except (ValueError, KeyError) as exc:
-        raise RuntimeError(f"iperf3 failed: {proc.stdout[-2000:]} {proc.stderr}") from exc
+    end = parse_result(proc.stdout)["end"]
+    return {"mbps": end["sum_received"]["bits_per_second"] / 1e6,
+            "retransmits": end["sum_sent"].get("retransmits", 0)}
 
 
 def start_iperf3(ns: Namespace, server: str, seconds: int, reverse: bool = False,

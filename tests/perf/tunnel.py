@@ -50,6 +50,7 @@ from pathlib import Path
 
 from client import control
 from tests.lab.gateway import LAN_HOST
+from tests.lab.iperf import IperfError, iperf3_server, parse_result
 from tests.lab.strongswan_client import StrongSwanClient
 from tests.lab.topology import Lab, python_env
 from tests.lab.vpnclient import VpnClient, client_command
@@ -160,9 +161,9 @@ class Session:
             rtt = ping_rtt(ns, LAN_HOST, count=max(10, seconds * 10), interval=0.05)
             out, _ = load.communicate(timeout=seconds + 30)
             try:
-                end = json.loads(out)["end"]
-            except (ValueError, KeyError) as exc:
-                raise RuntimeError(f"{self.name}: iperf3 {direction}: {out[-1500:]}") from exc
+                end = parse_result(out)["end"]
+            except IperfError as exc:
+                raise RuntimeError(f"{self.name}: iperf3 {direction}: {exc}") from exc
             f[f"{direction}_mbps"] = end["sum_received"]["bits_per_second"] / 1e6
             moved += end["sum_received"]["bytes"]
             f[f"ping_{direction}_median_ms"] = rtt["median"] if rtt else None
@@ -412,10 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {name: [] for name in makers}
     with Lab() as lab:
         env = bytecode_env(lab.dir / "pycache", interpreter_of(client_command()))
-        iperf_server = lab.gw_ns.popen(["iperf3", "-s", "-B", LAN_HOST, "-p", str(IPERF_PORT)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            time.sleep(0.3)
+        with iperf3_server(lab.gw_ns, LAN_HOST, IPERF_PORT):
             for rnd in range(1, args.runs + 1):
                 order = [STRONGSWAN, VPNCLIENT, VPNCLIENT_DAEMON]
                 for name in order if rnd % 2 else order[::-1]:
@@ -437,9 +435,6 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"connect {n} {name:<17} connect_to_ping_ms="
                           f"{figures['connect_to_ping_ms']:.1f}, handshake_ms="
                           f"{figures['handshake_ms']}", flush=True)
-        finally:
-            iperf_server.terminate()
-            iperf_server.wait(5)
         startup = startup_figures(env)
     table = summarize(runs)
     print_table(table, args.runs, args.seconds)
