@@ -206,30 +206,36 @@ class Profile:
         return json.dumps(self.to_dict(include_p12=include_p12), indent=2) + "\n"
 
 
-def load_profile_file(path: str | Path) -> Profile:
-    """Read and parse a profile file; top-level errors name the file."""
+def load_profile_file(path: str | Path, *, parse_certificates: bool = True) -> Profile:
+    """Read and parse a profile file; top-level errors name the file.
+
+    parse_certificates=False checks `remote.cert` as base64/PEM only, not as X.509 (which
+    costs the import of cryptography.x509): for a process that hands the profile to one
+    that parses it in full, as `vpnclient connect` does to the daemon.
+    """
     p = Path(path)
     try:
         with p.open("rb") as f:
             data = f.read(MAX_PROFILE_BYTES + 1)
     except OSError as e:
         raise ProfileError(str(p), f"cannot read file ({e.strerror or e})") from None
-    return parse_profile(data, source=str(p))
+    return parse_profile(data, source=str(p), parse_certificates=parse_certificates)
 
 
-def parse_profile(data: bytes | str, *, source: str = "profile") -> Profile:
+def parse_profile(data: bytes | str, *, source: str = "profile",
+                  parse_certificates: bool = True) -> Profile:
     """Parse and validate a `.vpnprofile` / `.sswan` document.
 
     `source` names the document in errors about the document as a whole.
     """
-    return profile_from_dict(_load_json(data, source))
+    return profile_from_dict(_load_json(data, source), parse_certificates=parse_certificates)
 
 
-def profile_from_dict(obj: dict[str, Any]) -> Profile:
+def profile_from_dict(obj: dict[str, Any], *, parse_certificates: bool = True) -> Profile:
     """Validate already-decoded profile data (e.g. built by the .mobileconfig converter)."""
     if not isinstance(obj, dict):
         raise ProfileError("profile", "must be a JSON object")
-    return _Parser(obj).profile()
+    return _Parser(obj, parse_certificates).profile()
 
 
 # -- the document ---------------------------------------------------------------------
@@ -285,9 +291,10 @@ _MISSING = object()
 
 
 class _Parser:
-    def __init__(self, obj: dict[str, Any]) -> None:
+    def __init__(self, obj: dict[str, Any], parse_certificates: bool = True) -> None:
         self.obj = obj
         self.unknown: list[str] = []
+        self.parse_certificates = parse_certificates
 
     # Lookup by dotted path; every object on the way must be a JSON object.
     def get(self, path: str) -> Any:
@@ -486,7 +493,7 @@ class _Parser:
         if v is _MISSING or v is None:
             return []
         if isinstance(v, str):
-            return _certs("remote.cert", v)
+            return _certs("remote.cert", v, self.parse_certificates)
         if not isinstance(v, list):
             raise ProfileError("remote.cert", "must be a string or a list of strings")
         out: list[bytes] = []
@@ -494,7 +501,7 @@ class _Parser:
             key = f"remote.cert[{i}]"
             if not isinstance(item, str):
                 raise ProfileError(key, "must be a string")
-            out.extend(_certs(key, item))
+            out.extend(_certs(key, item, self.parse_certificates))
         return out
 
     def _p12(self) -> bytes | None:
@@ -601,8 +608,9 @@ def _b64(key: str, text: str) -> bytes:
         raise ProfileError(key, "not valid base64") from None
 
 
-def _certs(key: str, text: str) -> list[bytes]:
-    """DER of the certificate(s) in a base64 DER or PEM string (PEM may hold several)."""
+def _certs(key: str, text: str, parse: bool = True) -> list[bytes]:
+    """DER of the certificate(s) in a base64 DER or PEM string (PEM may hold several);
+    each one parsed as X.509 unless `parse` is False."""
     if "-----BEGIN" in text:
         bodies = _PEM_CERT_RE.findall(text)
         if not bodies:
@@ -620,6 +628,8 @@ def _certs(key: str, text: str) -> list[bytes]:
             raise ProfileError(key, "not valid base64 or PEM") from None
     else:
         return []
+    if not parse:
+        return ders
     from cryptography import x509  # costly to import: only profiles that pin a CA pay
 
     for der in ders:

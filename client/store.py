@@ -57,13 +57,16 @@ class ProfileStore:
             if path.is_file() and not path.name.startswith("."):
                 yield path
 
-    def scan(self) -> tuple[list[Profile], list[Unreadable]]:
-        """Every stored profile (sorted by name), and the files that failed to parse."""
+    def scan(self, *, parse_certificates: bool = True
+             ) -> tuple[list[Profile], list[Unreadable]]:
+        """Every stored profile (sorted by name), and the files that failed to parse
+        (parse_certificates: see load_profile_file)."""
         profiles: list[Profile] = []
         bad: list[Unreadable] = []
         for path in self._files():
             try:
-                profiles.append(load_profile_file(path))
+                profiles.append(load_profile_file(path,
+                                                  parse_certificates=parse_certificates))
             except ProfileError as exc:
                 bad.append(Unreadable(path, str(exc)))
         profiles.sort(key=lambda p: (p.name.casefold(), p.uuid))
@@ -73,10 +76,10 @@ class ProfileStore:
         path = self.path_for(uuid)
         return load_profile_file(path) if path.is_file() else None
 
-    def find(self, ref: str) -> Profile:
+    def find(self, ref: str, *, parse_certificates: bool = True) -> Profile:
         """The profile whose uuid or name is `ref`; ProfileError (key "profile") if none
         or if the name is ambiguous."""
-        profiles, _ = self.scan()
+        profiles, _ = self.scan(parse_certificates=parse_certificates)
         wanted = ref.strip().lower()
         for p in profiles:
             if p.uuid == wanted:

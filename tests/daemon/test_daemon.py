@@ -176,6 +176,27 @@ def test_cli_as_a_user_goes_through_the_daemon(clean_lab, daemon, users, tmp_pat
     assert lab.leftovers() == []
 
 
+def test_a_profile_the_daemon_rejects_names_the_key(clean_lab, daemon, users) -> None:
+    """The CLI leaves the X.509 parse to the daemon: a remote.cert that is base64 but no
+    certificate still fails with exit code 2 and the key named, and changes nothing."""
+    lab = clean_lab
+    profile_dir = Path(lab.dir, "user-profiles", daemon.dir.name + "-bad-cert")
+    profile_dir.mkdir(parents=True)
+    path = profile_dir / "bad.vpnprofile"
+    profile = lab_profile(lab)
+    profile["remote"]["cert"] = "MAMCAQE="  # DER of SEQUENCE { INTEGER 1 }
+    path.write_text(json.dumps(profile))
+    os.chown(profile_dir, users.member.uid, users.member.gid)
+    os.chown(path, users.member.uid, users.member.gid)
+    code, output = as_user(users.member, cli, "connect",
+                           {"profile": str(path), "password_stdin": True, "verbose": 0},
+                           str(daemon.rdir), stdin=lab.secret(CONN) + "\n", timeout=60)
+    assert code == control.CODE_USAGE, output + daemon.log()
+    assert "remote.cert: not an X.509 certificate" in output, output
+    assert daemon.status()["state"] == "disconnected"
+    assert lab.leftovers() == [], daemon.log()
+
+
 # -- robustness ------------------------------------------------------------------------
 def test_a_client_that_drops_mid_request_leaves_the_daemon_healthy(
         clean_lab, daemon, users) -> None:

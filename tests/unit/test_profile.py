@@ -469,6 +469,20 @@ def test_trailing_garbage_after_der_is_rejected(ca: x509.Certificate) -> None:
         "remote.cert: not an X.509 certificate"
 
 
+def test_without_the_x509_parse_the_same_der_and_base64_errors(ca: x509.Certificate) -> None:
+    """`vpnclient connect` through the daemon skips the X.509 parse (the daemon does it):
+    the DER it forwards is the same, and base64/PEM errors still name the key."""
+    doc = json.dumps(with_key("remote.cert", [pem(ca), b64(der(ca))]))
+    assert parse_profile(doc, parse_certificates=False).remote_certs == \
+        parse_profile(doc).remote_certs == [der(ca), der(ca)]
+    not_x509 = json.dumps(with_key("remote.cert", b64(b"\x30\x03\x02\x01\x01")))
+    assert parse_profile(not_x509, parse_certificates=False).remote_certs == \
+        [b"\x30\x03\x02\x01\x01"]
+    with pytest.raises(ProfileError, match=r"^remote\.cert: not valid base64 or PEM$"):
+        parse_profile(json.dumps(with_key("remote.cert", "not*base64")),
+                      parse_certificates=False)
+
+
 # -- the document as a whole -----------------------------------------------------------
 
 def test_not_json_names_line_and_column() -> None:
