@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 
 from client import __version__
+from tests.lab import prereqs
 from tests.lab.topology import REPO_ROOT
 
 pytestmark = pytest.mark.deb
 
-TOOLS = ("dpkg-deb", "fakeroot", "desktop-file-validate", "update-mime-database",
-         "systemd-analyze")
 UNIT = Path("/usr/lib/systemd/system/vpnclient.service")
 DESKTOP_FILES = (
     Path("/usr/share/applications/vpnclient-gui.desktop"),
@@ -48,9 +47,9 @@ def dpkg(*args: str, wait: float = 600) -> subprocess.CompletedProcess:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("installing a package needs root")
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing or not Path("/usr/bin/python3").exists():
-        pytest.skip(f"missing {', '.join(missing) or '/usr/bin/python3'} (see .ci/install)")
+    reason = prereqs.unavailable(prereqs.PACKAGE)
+    if reason:
+        pytest.skip(reason)
     if run(["dpkg-query", "-W", "-f=${Status}", "vpnclient"]).stdout.startswith("install ok"):
         pytest.skip("a vpnclient package is installed on this machine: not touching it")
     had_group = _group_exists("vpnclient")

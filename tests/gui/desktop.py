@@ -14,14 +14,16 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.lab import prereqs
+
 SCREEN = "1024x600x24"
 TRAY_HEIGHT = 24
 
 
 def missing_tools() -> str | None:
-    for tool in ("Xvfb", "trayer", "import", "xwininfo", "dbus-daemon"):
-        if shutil.which(tool) is None:
-            return f"{tool} not found (see .ci/install)"
+    reason = prereqs.unavailable(prereqs.DESKTOP)
+    if reason:
+        return reason
     try:
         import PySide6  # noqa: F401
         import pytestqt  # noqa: F401

@@ -8,7 +8,6 @@ charons can run on one machine at once (LAB.md).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -22,14 +21,6 @@ SWANCTL_SUBDIRS = (
     "conf.d", "x509", "x509ca", "x509ocsp", "x509aa", "x509ac", "x509crl", "private", "rsa",
     "ecdsa", "bliss", "pkcs8", "pkcs12", "pubkey",
 )
-
-
-def strongswan_available() -> str | None:
-    """None when charon, swanctl and pki are installed, else the reason they are not."""
-    for path in (str(CHARON), "swanctl", "pki"):
-        if shutil.which(path) is None and not Path(path).exists():
-            return f"{path} not found (install strongswan-charon strongswan-swanctl strongswan-pki)"
-    return None
 
 
 def strongswan_conf(log_path: Path, extra_plugins: str = "", extra_charon: str = "") -> str:

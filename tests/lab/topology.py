@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from tests.lab.charon import strongswan_available
+from tests.lab import prereqs
 from tests.lab.gateway import (
     GATEWAY_ADDRS,
     LAN6_HOST,
@@ -55,10 +55,7 @@ def lab_unavailable() -> str | None:
     """None if the lab can run here, else why not (for pytest.skip)."""
     if os.geteuid() != 0:
         return "the interop lab needs root (network namespaces)"
-    for tool in ("ip", "unshare", "nsenter", "ping", "openssl"):
-        if shutil.which(tool) is None:
-            return f"{tool} not found"
-    return strongswan_available()
+    return prereqs.unavailable(prereqs.LAB)
 
 
 def python_env() -> dict[str, str]:
