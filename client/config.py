@@ -6,7 +6,8 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
 from .ikev2.auth import keys
-from .ikev2.constants import EapType
+from .ikev2.auth.eap.methods import allowed_methods
+from .ikev2.auth.policy import CryptoPolicy
 from .ikev2.ike_sa import IkeConfig
 from .ikev2.task_manager import RetransmitPolicy
 from .profile import Profile
@@ -56,9 +57,13 @@ def build_ike_config(
         ike_lifetime=profile.lifetimes["ike"],
         child_lifetime=profile.lifetimes["child"],
         dpd=profile.dpd,
+        crypto_policy=CryptoPolicy(profile.crypto_relax),
     )
     if profile.split_subnets:
         cfg.remote_ts = list(profile.split_subnets)
+    # remote.revocation: the engine checks the gateway's chain (client/revocation.py).
+    cfg.check_revocation = profile.revocation.get("crl", True) or \
+        profile.revocation.get("ocsp", True)
 
     if ptype == "ikev2-eap":
         _eap_password(cfg, profile, secrets)
@@ -76,7 +81,7 @@ def build_ike_config(
         cert_id = _certificate(cfg, profile, secrets)
         # The gateway's EAP-TLS server looks for the EAP identity in our certificate.
         cfg.eap_identity = profile.eap_id or cert_id
-        cfg.eap_methods = (EapType.TLS,)
+        cfg.eap_methods = allowed_methods(ptype, profile.eap_methods)
         cfg.eap_only = profile.eap_only
     elif ptype == "ikev2-cert-eap":
         # RFC 4739: the certificate round first, then EAP as local.eap_id.
@@ -84,7 +89,7 @@ def build_ike_config(
         _eap_password(cfg, profile, secrets)
         cfg.auth_method = "pubkey"
         cfg.auth_rounds = ("pubkey", "eap")
-        cfg.eap_methods = (EapType.MSCHAPV2, EapType.TLS, EapType.MD5_CHALLENGE)
+        cfg.eap_methods = allowed_methods(ptype, profile.eap_methods)
     else:
         raise ConfigError(f"type: unknown type '{ptype}'")
     return cfg
@@ -97,7 +102,7 @@ def _eap_password(cfg: IkeConfig, profile: Profile, secrets) -> None:
         raise ConfigError("password: none given (use --password-stdin or a terminal)")
     cfg.eap_identity = profile.eap_id
     cfg.eap_password = secrets.password
-    cfg.eap_methods = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE)
+    cfg.eap_methods = allowed_methods(profile.type, profile.eap_methods)
 
 
 def _certificate(cfg: IkeConfig, profile: Profile, secrets) -> str:

@@ -37,6 +37,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .limits import MAX_CONTROL_DEPTH, MAX_CONTROL_LINE, json_depth_exceeds
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -44,7 +46,7 @@ VERSION = 1
 SOCKET_NAME = "control.sock"
 # A profile with its PKCS#12 and CA certificates is a few KiB; the profile parser
 # refuses more than 1 MiB, so a request line never needs more than that plus base64.
-MAX_LINE = 2 * 1024 * 1024
+MAX_LINE = MAX_CONTROL_LINE
 
 # CLI.md's exit codes of `connect`; the protocol's error codes are the same numbers.
 CODE_OK, CODE_FAILURE, CODE_USAGE, CODE_AUTH, CODE_UNTRUSTED, CODE_UNREACHABLE = range(6)
@@ -107,9 +109,12 @@ def decode(line: bytes) -> dict[str, Any]:
     """One received line as a message; ProtocolError if it is not one."""
     if len(line) > MAX_LINE:
         raise ProtocolError("message too long")
+    # json.loads recurses once per level: refuse deep nesting before it can overflow.
+    if json_depth_exceeds(line, MAX_CONTROL_DEPTH):
+        raise ProtocolError(f"message nested deeper than {MAX_CONTROL_DEPTH}")
     try:
         message = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"not JSON: {exc}") from None
     if not isinstance(message, dict):
         raise ProtocolError("a message must be a JSON object")

@@ -21,6 +21,11 @@ Correctness: an outbound SA is used only here, so its sequence numbers stay stri
 increasing; install() swaps it with one reference assignment, and older inbound SAs stay
 until remove_inbound(), so a rekey loses nothing. Coalescing never reorders the packets
 of one flow, and the merged packet's TCP checksum still covers every byte.
+
+Policy: an inner packet reaches the TUN device only if its inbound SA's traffic selectors
+admit it (client.esp.selectors: source inside TSr, destination one of our addresses,
+RFC 4301 section 5.2); the others are counted in `dropped_selector` and reported in the
+log at most once every LOG_INTERVAL seconds, with the count since the last report.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import time
 from collections.abc import Callable
 
 from client.esp.sa import EspError, EspInbound, EspOutbound
+from client.esp.selectors import InboundPolicy, Rule, describe
 from client.tun import TunDevice
 from client.udpgso import GsoSender, set_receive_buffer
 
@@ -62,7 +68,8 @@ class DataPlane:
         self._send_esp = send_esp
         self._natt_socket = natt_socket
         self._outbound: EspOutbound | None = None
-        self._inbound: dict[int, EspInbound] = {}
+        # Inbound SPI -> its SA and the per-IP-version checks of its traffic selectors.
+        self._inbound: dict[int, tuple[EspInbound, tuple[Rule, ...]]] = {}
         self._reading = False
         self._gso: GsoSender | None = None  # for the socket natt_socket() returned last
         self._last_log: dict[str, float] = {}
@@ -72,13 +79,17 @@ class DataPlane:
         self.packets_in = 0
         self.packets_out = 0
         self.dropped = 0
+        self.dropped_selector = 0  # authentic, but outside the SA's traffic selectors
+        self._selector_logged = 0  # dropped_selector at the last log line
         self.last_inbound: float | None = None  # time.monotonic() of the last valid packet
 
     # -- SAs -------------------------------------------------------------------------
-    def install(self, outbound: EspOutbound, inbound: EspInbound) -> None:
-        """Send with `outbound` from now on; accept `inbound` too (older inbound SAs stay
-        until remove_inbound(), so packets in flight during a rekey are not lost)."""
-        self._inbound[inbound.spi] = inbound
+    def install(self, outbound: EspOutbound, inbound: EspInbound,
+                policy: InboundPolicy) -> None:
+        """Send with `outbound` from now on; accept `inbound` too, for the packets `policy`
+        admits (older inbound SAs stay until remove_inbound(), so packets in flight during
+        a rekey are not lost)."""
+        self._inbound[inbound.spi] = (inbound, policy.rules)
         self._outbound = outbound
 
     def remove_inbound(self, spi: int) -> None:
@@ -156,18 +167,24 @@ class DataPlane:
     def on_esp(self, datagram: bytes) -> None:
         """One ESP datagram from the NAT-T socket (no non-ESP marker); its inner packet is
         written by the next flush()."""
-        sa = self._inbound.get(int.from_bytes(datagram[:4], "big"))
-        if sa is None or len(datagram) < 8:
+        entry = self._inbound.get(int.from_bytes(datagram[:4], "big"))
+        if entry is None or len(datagram) < 8:
             self._drop("unknown SPI", datagram[:4].hex())
             return
+        sa, rules = entry
         try:
             inner = sa.decapsulate(datagram)
         except EspError as e:
             self._drop("decapsulate", e)
             return
         self.last_inbound = time.monotonic()
-        if inner:  # else a dummy packet (traffic flow confidentiality padding)
+        if not inner:  # a dummy packet (traffic flow confidentiality padding)
+            return
+        # decapsulate() matched the version nibble to the next header: inner[0] exists.
+        if rules[inner[0] >> 4](inner):
             self._pending.append(inner)
+        else:
+            self._drop_selector(inner)
 
     def flush(self) -> None:
         """Write the inner packets collected since the last flush to the TUN device."""
@@ -180,6 +197,18 @@ class DataPlane:
         self.bytes_in += sum(map(len, pending)) - lost_bytes
         if lost:
             self._drop("tun-write", error, lost)
+
+    def _drop_selector(self, inner: bytes) -> None:
+        self.dropped += 1
+        self.dropped_selector += 1
+        now = time.monotonic()
+        if now - self._last_log.get("selector", -LOG_INTERVAL) >= LOG_INTERVAL:
+            self._last_log["selector"] = now
+            log.warning("dropped %d inbound packet(s) outside the traffic selectors of their "
+                        "CHILD_SA since the last report (last: %s) [%d in all]",
+                        self.dropped_selector - self._selector_logged, describe(inner),
+                        self.dropped_selector)
+            self._selector_logged = self.dropped_selector
 
     def _drop(
         self, kind: str, detail: object, count: int = 1, level: int = logging.WARNING

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import control, transport
+from . import control, revocation, transport
 from .config import build_ike_config
 from .ikev2.constants import IKE_PORT, NATT_PORT
 from .ikev2.errors import AuthenticationFailed, IkeError, PeerNotTrusted, PeerUnreachable
@@ -30,13 +30,13 @@ from .ikev2.events import (
     AddressUpdateFailed,
     ChildSaDeleted,
     ChildSaEstablished,
-    ChildSaKeys,
     ChildSaRekeyed,
     IkeSaClosed,
     IkeSaEstablished,
     IkeSaRedirected,
     IkeSaRekeyed,
     ReauthRequired,
+    RevocationCheck,
 )
 from .ikev2.ike_sa import IkeConfig, IkeSA, State
 from .ikev2.task_manager import RetransmitPolicy
@@ -128,13 +128,15 @@ class Engine:
         self.tunnel_settings: TunnelSettings | None = None
         self.disconnect_requested = False
         self.established = False
+        self._revocation_tasks: set[asyncio.Task[None]] = set()  # kept from the GC
         self._setup_failed: Exception | None = None
         self.status: dict[str, Any] = {
             "state": "connecting", "profile": profile.name, "uuid": profile.uuid,
             "gateway": None, "local_address": None, "nat_detected": False, "mobike": False,
             "virtual_ips": [], "dns": [], "routes": [], "ike_proposal": None,
             "esp_proposal": None, "established_at": None, "bytes_in": 0, "bytes_out": 0,
-            "packets_in": 0, "packets_out": 0, "rekeys": 0, "roams": 0, "last_error": None,
+            "packets_in": 0, "packets_out": 0, "dropped_selector": 0, "rekeys": 0,
+            "roams": 0, "last_error": None,
         }
 
     # -- entry point ----------------------------------------------------------------
@@ -419,6 +421,9 @@ class Engine:
 
     # -- events ---------------------------------------------------------------------
     def _on_event(self, sa: IkeSA, event: object) -> None:
+        if isinstance(event, RevocationCheck):  # any of our IKE SAs, reauthentication too
+            self._check_revocation(sa, event)
+            return
         if sa is self.reauth_sa:
             self._on_reauth_event(sa, event)
             return
@@ -476,6 +481,31 @@ class Engine:
             if self.closed is not None and not self.closed.done():
                 self.closed.set_result(event)
 
+    def _check_revocation(self, sa: IkeSA, event: RevocationCheck) -> None:
+        """Fetch and check revocation data (client/revocation.py) while the IKE SA waits;
+        its verdict lets it go on or ends it."""
+        assert self.loop is not None
+        checker = revocation.Checker(self.profile.revocation, self.rdir, sa.config.wall_clock)
+        started = self.loop.time()
+
+        async def run() -> None:
+            error: IkeError | None = None
+            try:
+                await checker.check(list(event.links), list(event.stapled))
+            except IkeError as exc:
+                error = exc
+            except Exception as exc:  # a bug of ours must not leave the SA waiting
+                log.exception("revocation check failed")
+                error = PeerNotTrusted(f"revocation check failed: {exc}")
+            assert self.loop is not None
+            log.info("revocation check took %.0f ms", (self.loop.time() - started) * 1000)
+            sa.revocation_checked(error, self.loop.time())
+            self._pump(sa)
+
+        task = self.loop.create_task(run())
+        self._revocation_tasks.add(task)
+        task.add_done_callback(self._revocation_tasks.discard)
+
     def _bring_up(self, ev: ChildSaEstablished) -> None:
         assert self.loop is not None
         if self.tunnel.dataplane is not None:
@@ -486,7 +516,7 @@ class Engine:
         t = self.tunnel
         t.open(s, self.loop, self._send_esp, lambda: self.socks.get("natt"))
         assert t.tun is not None and t.dataplane is not None
-        self._install_child(ev.keys)
+        self._install_child(ev)
         t.dataplane.start()
         log.info("tunnel %s up in %.1f ms", t.tun.name, (self.loop.time() - started) * 1000)
         self._connected(ev, s)
@@ -503,12 +533,12 @@ class Engine:
         if not keep_inbound:
             t.dataplane.clear()
             self.tunnel.esp.clear()
-        self._install_child(ev.keys)
+        self._install_child(ev)
         log.info("tunnel %s moved to the new IKE SA", t.tun.name)
         self._connected(ev, s)
 
-    def _install_child(self, keys: ChildSaKeys) -> None:
-        if self.tunnel.install_child(keys):
+    def _install_child(self, ev: ChildSaEstablished) -> None:
+        if self.tunnel.install_child(ev):
             self.status["rekeys"] += 1
 
     def _child_rekeyed(self, ev: ChildSaRekeyed) -> None:
@@ -643,10 +673,13 @@ class Engine:
             self.status.update(
                 bytes_in=dp.bytes_in, bytes_out=dp.bytes_out,
                 packets_in=dp.packets_in, packets_out=dp.packets_out,
+                dropped_selector=dp.dropped_selector,
             )
         return dict(self.status)
 
     def _teardown(self) -> None:
+        for task in self._revocation_tasks:
+            task.cancel()
         for timer in self.timers.values():
             timer.cancel()
         self.timers.clear()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import plistlib
+import struct
 import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from .credentials import Kind
-from .profile import FORMAT_V1, MAX_PROFILE_BYTES, ProfileError
+from .limits import (
+    MAX_PLIST_DEPTH,
+    MAX_PLIST_INT_BITS,
+    MAX_PLIST_OBJECTS,
+    MAX_PROFILE_BYTES,
+    MAX_VPN_PAYLOADS,
+)
+from .profile import FORMAT_V1, ProfileError
 
 VPN_PAYLOAD = "com.apple.vpn.managed"
 PKCS12_PAYLOAD = "com.apple.security.pkcs12"
@@ -91,6 +99,7 @@ def convert(data: bytes, source: str = "mobileconfig") -> list[Converted]:
         raise ProfileError(source, f"larger than {MAX_PROFILE_BYTES // 1024} KiB")
     if data[:1] == b"\x30":
         raise ProfileError(source, "a signed .mobileconfig (CMS); export it unsigned")
+    _check_binary_trailer(data, source)
     try:
         top = plistlib.loads(data)
     except Exception as exc:  # plistlib raises several types for malformed input
@@ -98,6 +107,7 @@ def convert(data: bytes, source: str = "mobileconfig") -> list[Converted]:
                            ) from None
     if not isinstance(top, dict):
         raise ProfileError(source, "the property list is not a dictionary")
+    _check_tree(top, source)
     payloads = top.get("PayloadContent")
     if payloads is None and top.get("PayloadType") == VPN_PAYLOAD:
         payloads, prefix = [top], ""  # a bare VPN payload
@@ -115,6 +125,11 @@ def convert(data: bytes, source: str = "mobileconfig") -> list[Converted]:
             raise ProfileError(key, "must be a dictionary")
         ptype = p.get("PayloadType")
         if isinstance(p.get("PayloadUUID"), str):
+            # Apple requires unique UUIDs; copies would also multiply the work (a PKCS#12
+            # decryption and every CA per VPN payload) of a small file with shared objects.
+            seen = by_uuid.get(p["PayloadUUID"].upper())
+            if seen is not None:
+                raise ProfileError(f"{key}.PayloadUUID", f"the same as {seen[0]}'s")
             by_uuid[p["PayloadUUID"].upper()] = (key, p)
         if ptype == VPN_PAYLOAD and p.get("VPNType") == "IKEv2":
             vpn.append((key, p))
@@ -125,9 +140,15 @@ def convert(data: bytes, source: str = "mobileconfig") -> list[Converted]:
     if not vpn:
         raise ProfileError(prefix or "payload",
                            f"no {VPN_PAYLOAD} payload with VPNType IKEv2")
+    if len(vpn) > MAX_VPN_PAYLOADS:
+        raise ProfileError(prefix, f"more than {MAX_VPN_PAYLOADS} IKEv2 VPN payloads")
+    # Each CA payload parsed once, not once per VPN payload (n VPN x m CA payloads).
+    cas = [(f"{prefix}[{i}]", der, _common_name(der)) for i, p in enumerate(payloads)
+           if isinstance(p, dict) and p.get("PayloadType") in CA_PAYLOADS
+           for der in [_certificate(f"{prefix}[{i}].PayloadContent", p.get("PayloadContent"))]]
     out = []
     for key, payload in vpn:
-        conv = _Converter(key, payload, by_uuid, payloads, prefix).run()
+        conv = _Converter(key, payload, by_uuid, cas).run()
         out.append(conv)
     used = {line.key for conv in out for line in conv.report if line.used}
     for i, p in enumerate(payloads):
@@ -142,12 +163,11 @@ def convert(data: bytes, source: str = "mobileconfig") -> list[Converted]:
 class _Converter:
     def __init__(self, key: str, payload: dict[str, Any],
                  by_uuid: dict[str, tuple[str, dict[str, Any]]],
-                 payloads: list[Any], prefix: str) -> None:
+                 cas: list[tuple[str, bytes, str]]) -> None:
         self.key = key
         self.p = payload
         self.by_uuid = by_uuid
-        self.payloads = payloads
-        self.prefix = prefix
+        self.cas = cas  # (payload key, DER, common name)
         self.out = Converted(data={"format": FORMAT_V1, "remote": {}, "local": {}})
         self.used_keys: set[str] = set()
 
@@ -244,7 +264,7 @@ class _Converter:
 
         if "DeadPeerDetectionRate" in ike:
             rate = ike["DeadPeerDetectionRate"]
-            if rate not in _DPD:
+            if not isinstance(rate, str) or rate not in _DPD:
                 raise ProfileError(f"{k}.DeadPeerDetectionRate",
                                    f"must be one of {', '.join(_DPD)}")
             self.put("dpd", _DPD[rate])
@@ -355,12 +375,7 @@ class _Converter:
         if issuer is not None:
             self.string(f"{k}.ServerCertificateIssuerCommonName", issuer)
         certs: list[str] = []
-        for i, p in enumerate(self.payloads):
-            if not isinstance(p, dict) or p.get("PayloadType") not in CA_PAYLOADS:
-                continue
-            pkey = f"{self.prefix}[{i}]"
-            der = _certificate(f"{pkey}.PayloadContent", p.get("PayloadContent"))
-            cn = _common_name(der)
+        for pkey, der, cn in self.cas:
             if issuer is not None and cn != issuer:
                 self.ignore(pkey, f"CA '{cn}' is not ServerCertificateIssuerCommonName")
                 continue
@@ -439,19 +454,62 @@ def _certificate(key: str, blob: Any) -> bytes:
         raise ProfileError(key, "missing or not <data>")
     try:
         if b"-----BEGIN" in blob:
-            return x509.load_pem_x509_certificate(blob).public_bytes(
-                serialization.Encoding.DER)
-        x509.load_der_x509_certificate(blob)
+            cert = x509.load_pem_x509_certificate(blob)
+            blob = cert.public_bytes(serialization.Encoding.DER)
+        else:
+            cert = x509.load_der_x509_certificate(blob)
+        # cryptography parses these lazily: force them here, where the key is known.
+        _ = cert.subject, cert.issuer, cert.extensions  # each access parses (and caches)
     except ValueError:
         raise ProfileError(key, "not an X.509 certificate") from None
     return blob
 
 
 def _common_name(der: bytes) -> str:
-    attrs = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(
-        NameOID.COMMON_NAME)
+    return _cn_of(x509.load_der_x509_certificate(der))
+
+
+def _cn_of(cert: x509.Certificate) -> str:
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     value = attrs[0].value if attrs else ""
     return value if isinstance(value, str) else value.decode(errors="replace")
+
+
+def _check_binary_trailer(data: bytes, source: str) -> None:
+    """Refuse a binary plist that declares too many objects, before plistlib allocates
+    its offset table. The 32-byte trailer ends with num_objects, top_object, table offset."""
+    if not data.startswith(b"bplist00") or len(data) < 40:
+        return  # plistlib rejects a short one itself
+    (num_objects,) = struct.unpack(">Q", data[-24:-16])
+    if num_objects > MAX_PLIST_OBJECTS:
+        raise ProfileError(source, f"more than {MAX_PLIST_OBJECTS} property list objects")
+
+
+def _check_tree(top: Any, source: str) -> None:
+    """Bound the decoded plist before anything walks it recursively. A binary plist can
+    reference one object from many places (plistlib then shares it: a DAG, even a cycle),
+    so every visit counts, not every distinct object: the walk is bounded either way."""
+    visits = 1
+    stack: list[tuple[Any, str, int]] = [(top, "", 0)]
+    while stack:
+        node, key, depth = stack.pop()
+        if depth > MAX_PLIST_DEPTH:
+            raise ProfileError(key or source, f"nested deeper than {MAX_PLIST_DEPTH}")
+        if isinstance(node, (dict, list)):
+            visits += len(node)  # counted before they are pushed: the stack stays bounded
+            if visits > MAX_PLIST_OBJECTS:
+                raise ProfileError(source, f"more than {MAX_PLIST_OBJECTS} property list "
+                                   "objects (a shared one counts at every use)")
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if not isinstance(k, str):
+                    raise ProfileError(key or source, "a dictionary key is not a string")
+                stack.append((v, f"{key}.{k}" if key else k, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((v, f"{key}[{i}]", depth + 1) for i, v in enumerate(node))
+        elif isinstance(node, int) and not isinstance(node, bool) and (
+                node.bit_length() > MAX_PLIST_INT_BITS):
+            raise ProfileError(key or source, f"an integer beyond {MAX_PLIST_INT_BITS} bits")
 
 
 def _jsonable(v: Any) -> bool:

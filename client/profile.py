@@ -33,6 +33,12 @@ from .ikev2.proposals import (
     default_ike_proposals,
     parse_proposals,
 )
+from .limits import (
+    MAX_PROFILE_BYTES,
+    MAX_PROFILE_DEPTH,
+    MAX_SPLIT_NETWORKS,
+    json_depth_exceeds,
+)
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
@@ -43,7 +49,6 @@ CERT_TYPES = frozenset({"ikev2-cert", "ikev2-cert-eap", "ikev2-eap-tls"})  # nee
 SECRET_TYPES = frozenset({"ikev2-eap", "ikev2-cert-eap", "ikev2-psk"})  # use shared_secret
 IGNORED_KEYS = ("proxy", "apps", "excluded-apps")  # Android-only; not applied on Linux
 
-MAX_PROFILE_BYTES = 1 << 20  # a p12 with a chain is a few KiB; bound the parser anyway
 MTU_RANGE = (1280, 1500)
 NAT_KEEPALIVE_RANGE = (10, 120)
 PORT_RANGE = (1, 65535)
@@ -75,10 +80,12 @@ _TOP_KEYS = frozenset({
 })
 _SUB_KEYS = {
     "remote": frozenset(
-        {"addr", "addrs", "port", "id", "cert", "certreq", "revocation", "eap-only"}
+        {"addr", "addrs", "port", "id", "cert", "certreq", "revocation", "eap-only",
+         "crypto-policy"}
     ),
     "remote.revocation": frozenset({"crl", "ocsp", "strict"}),
-    "local": frozenset({"id", "eap_id", "p12", "rsa-pss", "shared_secret"}),
+    "remote.crypto-policy": frozenset({"relax"}),
+    "local": frozenset({"id", "eap_id", "p12", "rsa-pss", "shared_secret", "eap-methods"}),
     "split-tunneling": frozenset({"subnets", "excluded", "block-ipv4", "block-ipv6"}),
     "reconnect": frozenset({"auto", "max-backoff"}),
     "lifetimes": frozenset({"ike", "child"}),
@@ -137,6 +144,11 @@ class Profile:
     # EAP method (RFC 5998), without a certificate. Off by default: with it, a rogue
     # gateway could collect MSCHAPv2 responses to attack the password offline.
     eap_only: bool = False
+    # This format's additions: crypto policy rules relaxed for a legacy gateway
+    # (client/ikev2/auth/policy.py RULES) and the EAP methods allowed (empty: the type's
+    # default, client/ikev2/auth/eap/methods.py).
+    crypto_relax: tuple[str, ...] = ()
+    eap_methods: tuple[str, ...] = ()
     lifetimes: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIFETIMES))
     format: str | None = None
     ignored: list[str] = field(default_factory=list)  # e.g. ["proxy"]: kept, not applied
@@ -209,9 +221,10 @@ class Profile:
 def load_profile_file(path: str | Path, *, parse_certificates: bool = True) -> Profile:
     """Read and parse a profile file; top-level errors name the file.
 
-    parse_certificates=False checks `remote.cert` as base64/PEM only, not as X.509 (which
-    costs the import of cryptography.x509): for a process that hands the profile to one
-    that parses it in full, as `vpnclient connect` does to the daemon.
+    parse_certificates=False checks `remote.cert` as base64/PEM only, not as X.509, and
+    leaves out the identity checks (both cost the import of cryptography.x509): for a
+    process that hands the profile to one that parses it in full, as `vpnclient connect`
+    does to the daemon.
     """
     p = Path(path)
     try:
@@ -250,6 +263,8 @@ def _load_json(data: bytes | str, source: str) -> dict[str, Any]:
             raise ProfileError(source, f"not valid UTF-8 (byte offset {e.start})") from None
     else:
         text = data.removeprefix("\ufeff")
+    if json_depth_exceeds(text, MAX_PROFILE_DEPTH):
+        raise ProfileError(source, f"not valid JSON (nested deeper than {MAX_PROFILE_DEPTH})")
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicates,
                          parse_constant=_no_constants)
@@ -261,6 +276,8 @@ def _load_json(data: bytes | str, source: str) -> dict[str, Any]:
         raise ProfileError(source, f"not valid JSON (duplicate key '{e.args[0]}')") from None
     except RecursionError:
         raise ProfileError(source, "not valid JSON (nested too deeply)") from None
+    except ValueError as e:  # an integer beyond Python's int/str conversion limit
+        raise ProfileError(source, f"not valid JSON ({e})") from None
     if not isinstance(obj, dict):
         raise ProfileError(source, "must be a JSON object")
     return obj
@@ -404,7 +421,7 @@ class _Parser:
         if self.obj_at("remote") is None:
             raise ProfileError("remote.addr", "missing")
         addrs = self._remote_addrs()
-        remote_id = self.string("remote.id")
+        remote_id = self._identity("remote.id")
         local_secret = self.string("local.shared_secret")
         p12 = self._p12()
         if ptype in CERT_TYPES and p12 is None:
@@ -429,8 +446,9 @@ class _Parser:
             remote_certreq=self.boolean("remote.certreq", True),
             revocation={k: self.boolean(f"remote.revocation.{k}", d)
                         for k, d in DEFAULT_REVOCATION.items()},
-            local_id=self.string("local.id"),
-            eap_id=self.string("local.eap_id"),
+            local_id=self._identity("local.id"),
+            eap_id=self._identity("local.eap_id") if _eap_id_is_ike_id(ptype, self.get("local.id"))
+            else self.string("local.eap_id"),
             p12=p12,
             rsa_pss=self.boolean("local.rsa-pss", False),
             shared_secret=local_secret,
@@ -455,6 +473,8 @@ class _Parser:
                                             MAX_BACKOFF_RANGE),
             kill_switch=self.boolean("kill-switch", False),
             eap_only=self.boolean("remote.eap-only", False),
+            crypto_relax=self._crypto_relax(),
+            eap_methods=self._eap_methods(ptype),
             lifetimes={
                 "ike": self._int("lifetimes.ike", DEFAULT_LIFETIMES["ike"],
                                  IKE_LIFETIME_RANGE),
@@ -467,6 +487,19 @@ class _Parser:
             raw=_without_secrets(self.obj),
         )
 
+    def _identity(self, path: str) -> str | None:
+        """An IKE identity, classified as the engine will (identity.classify_identity)."""
+        text = self.string(path)
+        if text is None or not self.parse_certificates or _plain_name(text):
+            return text  # a DN needs cryptography.x509: the full parse checks it
+        from .ikev2.identity import classify_identity  # imports cryptography.x509
+
+        try:
+            classify_identity(text)
+        except ValueError as exc:
+            raise ProfileError(path, f"not a valid IKE identity: {exc}") from None
+        return text
+
     def _int(self, path: str, default: int, bounds: tuple[int, int],
              reason: str | None = None) -> int:
         lo, hi = bounds
@@ -474,6 +507,35 @@ class _Parser:
                          reason.format(lo=lo, hi=hi) if reason else None)
         assert v is not None
         return v
+
+    def _crypto_relax(self) -> tuple[str, ...]:
+        items = self.str_list("remote.crypto-policy.relax", split_string=False)
+        if not items:
+            return ()
+        # Only now: the policy module loads X.509 support, which `list` need not.
+        from .ikev2.auth.policy import RELAX_KEY, RULES
+
+        if len(items) > len(RULES):
+            raise ProfileError(RELAX_KEY, f"lists more than the {len(RULES)} rules there are")
+        names = []
+        for path, name in items:
+            if name not in RULES:
+                raise ProfileError(path, f"unknown rule '{name}' (known: {', '.join(RULES)})")
+            names.append(name)
+        return tuple(dict.fromkeys(names))
+
+    def _eap_methods(self, ptype: str) -> tuple[str, ...]:
+        from .ikev2.auth.eap.methods import METHOD_NAMES, check_names
+
+        items = self.str_list("local.eap-methods", split_string=False)
+        if not items:
+            return ()
+        if len(items) > len(METHOD_NAMES):
+            raise ProfileError("local.eap-methods", "lists more methods than there are")
+        try:
+            return check_names(ptype, items)
+        except ValueError as exc:
+            raise ProfileError(*exc.args) from None
 
     def _remote_addrs(self) -> list[str]:
         addr = self.string("remote.addr", required=True)
@@ -553,10 +615,31 @@ class _Parser:
         out: list[IPNetwork] = []
         for key, value in items:
             out.extend(_network(key, value))
+            if len(out) > MAX_SPLIT_NETWORKS:  # checked per item: a range is <= 256 networks
+                raise ProfileError(key, f"more than {MAX_SPLIT_NETWORKS} networks in {path}")
         return out
 
 
 # -- value parsers --------------------------------------------------------------------
+
+def _plain_name(text: str) -> bool:
+    """An FQDN, e-mail address or IPv4 address: no type prefix, key id or DN syntax (no
+    ':', '#' or '='), so it classifies without the import of identity's cryptography."""
+    s = text.strip()
+    if any(c in s for c in ":#=") or s in ("", "@"):
+        return False
+    try:
+        return len(s.encode()) <= 253
+    except UnicodeEncodeError:
+        return False
+
+
+def _eap_id_is_ike_id(ptype: str, local_id: object) -> bool:
+    """Whether local.eap_id is also sent as IDi: without local.id for EAP, and as the
+    identity of the second round (RFC 4739) of cert+EAP."""
+    absent = not (isinstance(local_id, str) and local_id.strip())
+    return ptype == "ikev2-cert-eap" or (ptype == "ikev2-eap" and absent)
+
 
 def _host(key: str, value: str) -> str:
     v = value.strip()
@@ -634,7 +717,10 @@ def _certs(key: str, text: str, parse: bool = True) -> list[bytes]:
 
     for der in ders:
         try:
-            x509.load_der_x509_certificate(der)
+            cert = x509.load_der_x509_certificate(der)
+            # cryptography parses these lazily: a bad one must fail here, naming the key,
+            # not later in the handshake.
+            _ = cert.subject, cert.issuer, cert.extensions  # each access parses (and caches)
         except ValueError:
             raise ProfileError(key, "not an X.509 certificate") from None
     return ders

@@ -24,6 +24,20 @@ def _err(line: str) -> None:
     print(f"vpnclient: {line}", file=sys.stderr, flush=True)
 
 
+def eap_only_warning(p: Profile) -> str | None:
+    """One line when remote.eap-only is on together with EAP-MSCHAPv2, else None."""
+    from .ikev2.auth.eap.methods import allowed_methods
+    from .ikev2.constants import EapType
+
+    if not p.eap_only or p.type not in ("ikev2-eap", "ikev2-eap-tls"):
+        return None
+    if EapType.MSCHAPV2 not in allowed_methods(p.type, p.eap_methods):
+        return None
+    return (f"warning: \"{p.name}\": remote.eap-only with EAP-MSCHAPv2 lets a gateway "
+            "without a certificate collect an MSCHAPv2 response to attack the password "
+            "offline; use EAP-TLS (type ikev2-eap-tls) for EAP-only")
+
+
 def _gateway(p: Profile) -> str:
     port = "" if p.remote_port == 500 else f":{p.remote_port}"
     return f"{p.remote_addr}{port}"
@@ -46,6 +60,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         _err(f"cannot write the profile store {store.dir}: {exc.strerror or exc}; "
              "nothing imported")
         return EXIT_FAILURE
+    for r in results:
+        warning = eap_only_warning(r.profile)
+        if warning:
+            _err(warning)
     if args.json:
         print(json.dumps([{
             "uuid": r.profile.uuid, "name": r.profile.name, "type": r.profile.type,
@@ -137,6 +155,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     store = ProfileStore()
     secrets = _secret_states(p, Credentials())
+    warning = eap_only_warning(p)
+    if warning:
+        _err(warning)
     if args.json:
         print(json.dumps({"uuid": p.uuid, "name": p.name, "type": p.type,
                           "gateway": _gateway(p), "file": str(store.path_for(p.uuid)),

@@ -9,11 +9,12 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address, ip_interface
+from ipaddress import IPv4Address, IPv6Address, ip_interface, ip_network
 from pathlib import Path
 
 from .dataplane import DataPlane
 from .esp.sa import EspInbound, EspOutbound
+from .esp.selectors import InboundPolicy
 from .ikev2.events import ChildSaEstablished, ChildSaKeys, ChildSaRekeyed, IpInterface, IpNetwork
 from .netconf.dns import DnsManager
 from .netconf.firewall import Firewall
@@ -62,6 +63,13 @@ def blocked_versions(p: Profile) -> frozenset[int]:
     return frozenset(v for v, on in ((4, p.block_ipv4), (6, p.block_ipv6)) if on)
 
 
+def inbound_policy(ev: ChildSaEstablished) -> InboundPolicy:
+    """What the CHILD_SA may deliver: sources in its TSr, destinations our virtual IPs
+    (or, without any, our TSi)."""
+    ours = [ip_network(a.ip) for a in ev.virtual_ips] or list(ev.local_ts)
+    return InboundPolicy(ev.remote_ts, ours)
+
+
 def esp_sas(k: ChildSaKeys) -> tuple[EspOutbound, EspInbound]:
     return (
         EspOutbound(k.spi_out, k.encr_id, k.key_bits, k.encr_key_out, k.integ_id, k.integ_key_out),
@@ -80,8 +88,9 @@ class Tunnel:
         self.dns: DnsManager | None = None
         self.firewall: Firewall | None = None
         self.dataplane: DataPlane | None = None
-        # ESP SAs of the tunnel by inbound SPI, and the one our packets leave on.
-        self.esp: dict[int, tuple[EspOutbound, EspInbound]] = {}
+        # ESP SAs of the tunnel and their traffic selectors by inbound SPI, and the one
+        # our packets leave on.
+        self.esp: dict[int, tuple[EspOutbound, EspInbound, InboundPolicy]] = {}
         self.out_spi: int | None = None
 
     def open(self, s: TunnelSettings, loop: asyncio.AbstractEventLoop,
@@ -128,10 +137,10 @@ class Tunnel:
         self.firewall.apply(s.block, s.excluded)
 
     # -- ESP SAs ------------------------------------------------------------------------
-    def install_child(self, keys: ChildSaKeys) -> bool:
+    def install_child(self, ev: ChildSaEstablished) -> bool:
         """A new CHILD_SA, sent on from now on; True if it replaces the outbound SA."""
-        self.esp[keys.spi_in] = esp_sas(keys)
-        return self.use_outbound(keys.spi_in)
+        self.esp[ev.keys.spi_in] = (*esp_sas(ev.keys), inbound_policy(ev))
+        return self.use_outbound(ev.keys.spi_in)
 
     def use_outbound(self, spi_in: int) -> bool:
         """Send on the ESP SA of CHILD_SA `spi_in` from now on; True if that replaces
@@ -150,11 +159,18 @@ class Tunnel:
         the outbound SA changed."""
         dp = self.dataplane
         assert dp is not None
-        sas = esp_sas(ev.keys)
-        self.esp[ev.keys.spi_in] = sas
+        out, inbound = esp_sas(ev.keys)
+        # A rekey keeps the selectors (RFC 7296 1.3.3); without a predecessor to take
+        # them from, nothing is admitted.
+        old = self.esp.get(ev.old_spi_in)
+        policy = old[2] if old is not None else InboundPolicy([], [])
+        if old is None:
+            log.warning("rekeyed CHILD_SA %08x replaces none of ours: its inbound traffic "
+                        "is dropped", ev.keys.spi_in)
+        self.esp[ev.keys.spi_in] = (out, inbound, policy)
         if ev.outbound or self.out_spi not in self.esp:
             return self.use_outbound(ev.keys.spi_in)
-        dp.install(self.esp[self.out_spi][0], sas[1])  # same outbound, one more inbound
+        dp.install(self.esp[self.out_spi][0], inbound, policy)  # one more inbound
         return False
 
     def remove_inbound(self, spi_in: int) -> None:

@@ -124,6 +124,7 @@ class CertEncoding(IntEnum):
     X509_SIGNATURE = 4
     CRL = 7
     HASH_URL_X509 = 12
+    OCSP_CONTENT = 14  # RFC 4806: a DER OCSP response (CERT), trusted responders (CERTREQ)
 
 
 class CfgType(IntEnum):

@@ -11,6 +11,7 @@ from ipaddress import (
     IPv6Interface,
     IPv6Network,
 )
+from typing import Any
 
 from .errors import IkeError
 
@@ -135,7 +136,21 @@ class AddressUpdateFailed:
     reason: str
 
 
+@dataclass(frozen=True)
+class RevocationCheck:
+    """The gateway's certificate chain verified (IKE_AUTH): the IKE SA waits, using
+    nothing else of the message and sending nothing, until the driver checked the
+    chain's revocation and called IkeSA.revocation_checked (RFC 5280, RFC 6960).
+
+    `links` are auth/revocation.py Links, leaf first; `stapled` OCSP responses the
+    gateway sent in CERT payloads (RFC 4806)."""
+
+    links: tuple[Any, ...]
+    stapled: tuple[bytes, ...]
+
+
 Event = (
-    IkeSaEstablished | ChildSaEstablished | ChildSaRekeyed | ChildSaDeleted | IkeSaRekeyed
+    RevocationCheck
+    | IkeSaEstablished | ChildSaEstablished | ChildSaRekeyed | ChildSaDeleted | IkeSaRekeyed
     | ReauthRequired | IkeSaRedirected | IkeSaClosed | AddressesUpdated | AddressUpdateFailed
 )

@@ -160,7 +160,25 @@ def _typed(id_type: IdType, value: str) -> tuple[IdType, bytes]:
     return id_type, value.encode()
 
 
+# A DN of a dozen attributes is a few hundred bytes; more cannot be an identity, and
+# would not fit an ID payload's 16-bit length.
+MAX_IDENTITY_BYTES = 2048
+
+
 def classify_identity(text: str) -> tuple[IdType, bytes]:
+    """Classify a configured identity like strongSwan; return (ID type, ID data).
+
+    The data is never empty nor longer than MAX_IDENTITY_BYTES. Raises ValueError.
+    """
+    id_type, data = _classify(text)
+    if not data:
+        raise ValueError(f"identity {text.strip()!r} has no value")
+    if len(data) > MAX_IDENTITY_BYTES:
+        raise ValueError(f"identity longer than {MAX_IDENTITY_BYTES} bytes")
+    return id_type, data
+
+
+def _classify(text: str) -> tuple[IdType, bytes]:
     """Classify a configured identity like strongSwan; return (ID type, ID data).
 
     Order: a type prefix ("fqdn:", "email:", ...), "@#hex" key id, IP literal, DN

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import struct
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Any
 
 from cryptography import x509
 
+from .auth.policy import CryptoPolicy
 from .constants import (
     FLAG_RESPONSE,
     EapType,
@@ -30,7 +32,7 @@ from .constants import (
     NotifyType,
     PayloadType,
 )
-from .errors import CryptoError, IkeError, RemoteProtocolError
+from .errors import CryptoError, IkeError, LocalProtocolError, RemoteProtocolError
 from .events import (
     ChildSaEstablished,
     ChildSaKeys,
@@ -41,8 +43,10 @@ from .events import (
     IpAddress,
     IpInterface,
     IpNetwork,
+    RevocationCheck,
 )
 from .fragments import Reassembled, Reassembler
+from .identity import classify_identity
 from .lifecycle import Lifecycle
 from .message import Header, Message, SkContext, decode_fragment, parse_header
 from .payloads import NotifyPayload
@@ -63,6 +67,8 @@ log = logging.getLogger(__name__)
 
 # A disconnect must not hang on a gateway that is gone: about 2.4 s at most.
 DELETE_POLICY = RetransmitPolicy(timeout=0.5, base=1.5, tries=2)
+# Of an unforeseen exception's text in a reason: it may quote the gateway's bytes.
+MAX_DETAIL = 120
 
 
 def _utcnow() -> datetime:
@@ -88,8 +94,9 @@ class IkeConfig:
     rsa_pss: bool = False
     eap_identity: str | None = None
     eap_password: str | None = field(default=None, repr=False)
-    eap_methods: tuple[int, ...] = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE)
+    eap_methods: tuple[int, ...] = (EapType.MSCHAPV2,)  # auth/eap/methods.py
     eap_only: bool = False  # allow RFC 5998 EAP-only: the gateway proves itself by mutual EAP
+    crypto_policy: CryptoPolicy = field(default_factory=CryptoPolicy)  # auth/policy.py
     trust_anchors: list[x509.Certificate] | None = None  # None: the system store
     send_certreq: bool = True  # CERTREQ for trust_anchors (never for the whole system store)
     request_ipv4: bool = True
@@ -114,6 +121,9 @@ class IkeConfig:
     initial_contact: bool = True  # no other IKE SA of ours is alive (RFC 7296 2.4)
     requested_vips: list[IpAddress] = field(default_factory=list)  # ask for these again
     wall_clock: Callable[[], datetime] = _utcnow
+    # remote.revocation: pause after the gateway's certificate verified until the
+    # driver checked its chain (events.RevocationCheck, revocation_checked()).
+    check_revocation: bool = False
 
 
 class State(Enum):
@@ -152,6 +162,10 @@ class IkeSA:
         self.nat_local = self.nat_remote = False
         self.peer_authenticated = False
         self.auth_done = False
+        # Waiting for the driver's revocation verdict: the response being processed
+        # stays unused and nothing is sent until revocation_checked().
+        self.paused = False
+        self._paused_msg: Message | None = None
         self.peer_mobike = False
         self.mobike_state = MobikeState()
         self.ike_proposal_name = ""
@@ -188,12 +202,28 @@ class IkeSA:
         self._run(lambda: self._start(now))
 
     def _start(self, now: float) -> None:
+        self._check_identities()
         self._tasks.queue_tasks([IkeInit(self), IkeNatd(self)], self.config.init_retransmit)
         self._tasks.queue_tasks(
             [IkeAuth(self), IkeRedirect(self), IkeConfigTask(self), ChildCreate(self),
              IkeMobike(self), IkeAuthLifetime(self)]
         )
         self._tasks.initiate(now)
+
+    def _check_identities(self) -> None:
+        """Our configured identities, classified now: a bad one is our error, reported as
+        such before any packet, not an exception in the middle of IKE_AUTH."""
+        cfg = self.config
+        # The EAP identity is an IDi only in a second round (RFC 4739, tasks/ike_auth).
+        second = cfg.eap_identity if len(cfg.auth_rounds) > 1 else None
+        for what, text in (("local identity", cfg.local_id), ("remote identity", cfg.remote_id),
+                           ("EAP identity", second)):
+            if text is None:
+                continue
+            try:
+                classify_identity(text)
+            except ValueError as exc:
+                raise LocalProtocolError(f"{what} {text!r} is not valid: {exc}") from None
 
     def delete(self, now: float) -> None:
         """Disconnect: Delete the IKE SA if it is up, or abandon the attempt."""
@@ -219,6 +249,11 @@ class IkeSA:
             log.warning("dropped a message from the gateway: %s", exc)
         except IkeError as exc:
             self._fail(exc)
+        except Exception as exc:
+            # The gateway's bytes reached a check we lack (a bug of ours): the message is
+            # dropped like any malformed one, and the driver's receive loop goes on.
+            log.error("dropped a message from the gateway: %s", _unexpected(exc))
+            log.debug("the unexpected error", exc_info=exc)
 
     def datagrams_to_send(self) -> list[bytes]:
         out, self._out = self._out, []
@@ -270,6 +305,24 @@ class IkeSA:
         spis = self.life.local_spis()
         spis.add(self.spi_i if self.initiator else self.spi_r)
         return data[:8] in spis or data[8:16] in spis
+
+    def request_revocation_check(self, event: RevocationCheck, msg: Message) -> None:
+        """Called by IKE_AUTH once the gateway's certificate verified (see events.py)."""
+        self.paused = True
+        self._paused_msg = msg
+        self._events.append(event)
+
+    def revocation_checked(self, error: IkeError | None, now: float) -> None:
+        """The driver's verdict: None to go on with IKE_AUTH, else the SA fails with it."""
+        if not self.paused or self.state is State.CLOSED:
+            return
+        self.now = now
+        msg, self.paused, self._paused_msg = self._paused_msg, False, None
+        if error is not None:
+            self._fail(error)
+            return
+        assert msg is not None
+        self._react(lambda: self._on_response(msg, now, resume=True))
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -328,6 +381,17 @@ class IkeSA:
         except IkeError as exc:
             self._fail(exc)
 
+    def _react(self, action: Callable[[], None]) -> None:
+        """Act on a message of the gateway we accepted: whatever goes wrong with it ends
+        the SA with a reason, an exception we did not foresee included."""
+        try:
+            action()
+        except IkeError as exc:
+            self._fail(exc)
+        except Exception as exc:
+            log.debug("the unexpected error", exc_info=exc)
+            self._fail(_unexpected(exc))
+
     def _receive(self, data: bytes, now: float) -> None:
         header = parse_header(data)
         if self.life.route(header, data):
@@ -350,7 +414,7 @@ class IkeSA:
             log.info("received %s (%d bytes)", msg.summary(), len(data))
             # From here on the message is well-formed (and authentic, if protected):
             # a problem with its content ends the SA instead of being dropped.
-            self._run(lambda: self._on_response(msg, now))
+            self._react(lambda: self._on_response(msg, now))
         else:
             self._on_request(data, header, now)
 
@@ -385,7 +449,7 @@ class IkeSA:
         msg = Message.from_fragments(header, whole.first_payload, whole.chain)
         log.info("received %s (%d bytes in %d fragments)", msg.summary(), whole.size,
                  whole.fragments)
-        self._run(lambda: self._on_response(msg, now))
+        self._react(lambda: self._on_response(msg, now))
 
     def _decode(self, data: bytes, exchange: int) -> Message:
         sk = None if exchange == ExchangeType.IKE_SA_INIT else self.sk
@@ -396,11 +460,14 @@ class IkeSA:
             raise RemoteProtocolError("unprotected message after IKE_SA_INIT")
         return msg
 
-    def _on_response(self, msg: Message, now: float) -> None:
+    def _on_response(self, msg: Message, now: float,
+                     resume: bool = False) -> None:
         exchange = msg.exchange
-        self.life.on_inbound(now)
+        if not resume:
+            self.life.on_inbound(now)
         try:
-            finished = self._tasks.process_response(msg, now)
+            finished = (self._tasks.resume(now) if resume
+                        else self._tasks.process_response(msg, now))
         except RedirectRequested as redirect:
             self._redirect(redirect.gateway, now)
             return
@@ -480,9 +547,9 @@ class IkeSA:
         packet = self.send_message(reply)
         self._last_response = (msg.message_id, packet)
         if after is not None:  # a Delete of the IKE SA, or a rekey to complete
-            self._run(after)
+            self._react(after)
             if self.state is State.ESTABLISHED:
-                self._run(lambda: self._tasks.initiate(now))
+                self._react(lambda: self._tasks.initiate(now))
         elif msg.exchange == ExchangeType.INFORMATIONAL:
             self._redirect_request(msg, now)
 
@@ -498,6 +565,11 @@ class IkeSA:
             # An authentic request we cannot honour (a bad KE value, say) still gets an
             # answer, or the gateway would retransmit it forever.
             log.warning("gateway request %d: %s", msg.message_id, exc)
+            reply.payloads = [NotifyPayload(NotifyType.INVALID_SYNTAX)]
+            return None
+        except Exception as exc:  # the same, for a check we lack (a bug of ours)
+            log.error("gateway request %d: %s", msg.message_id, _unexpected(exc))
+            log.debug("the unexpected error", exc_info=exc)
             reply.payloads = [NotifyPayload(NotifyType.INVALID_SYNTAX)]
             return None
         reply.payloads.append(NotifyPayload(NotifyType.NO_ADDITIONAL_SAS))
@@ -549,3 +621,13 @@ class IkeSA:
             return
         self.state = State.CLOSED
         self._events.append(IkeSaClosed(reason, error, by_peer))
+
+
+def _unexpected(exc: Exception) -> RemoteProtocolError:
+    """The protocol error an exception we did not foresee, raised by the gateway's input,
+    stands for: named with its type and where it was raised, so the bug can be found."""
+    where = ""
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):  # the innermost frame last
+        where = f" at {frame.f_code.co_filename.rsplit('/', 1)[-1]}:{lineno}"
+    return RemoteProtocolError(f"unexpected {type(exc).__name__}{where} handling the "
+                               f"gateway's message: {str(exc)[:MAX_DETAIL]}")

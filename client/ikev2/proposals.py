@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import NamedTuple
 
 from .constants import (
@@ -279,6 +280,11 @@ def format_proposal(p: Proposal) -> str:
     return "-".join(parts)
 
 
+def _label(value: int) -> str:
+    """An enum member's name; a peer's value we have no name for (a plain int) as a number."""
+    return value.name if isinstance(value, IntEnum) else f"#{value}"
+
+
 def check_selected(offered: list[Proposal], chosen: Proposal) -> Proposal:
     """Validate the responder's choice against what we offered (RFC 7296 3.3.6).
 
@@ -292,7 +298,8 @@ def check_selected(offered: list[Proposal], chosen: Proposal) -> Proposal:
         raise NoProposalChosen(f"responder chose proposal #{chosen.number}, which we never sent")
     if chosen.protocol != ours.protocol:
         raise NoProposalChosen(
-            f"responder chose protocol {chosen.protocol.name}, we offered {ours.protocol.name}"
+            f"responder chose protocol {_label(chosen.protocol)}, we offered "
+            f"{_label(ours.protocol)}"
         )
     transforms = list(chosen.transforms)
     if not ours.of_type(TransformType.INTEG):
@@ -302,7 +309,8 @@ def check_selected(offered: list[Proposal], chosen: Proposal) -> Proposal:
         if t not in ours.transforms:
             bits = f" ({t.key_length} bits)" if t.key_length else ""
             raise NoProposalChosen(
-                f"responder chose {t.type.name} transform {t.id}{bits}, which we did not offer"
+                f"responder chose {_label(t.type)} transform {t.id}{bits}, which we did not "
+                "offer"
             )
     for ttype in TransformType:
         count = sum(1 for t in transforms if t.type == ttype)

@@ -98,7 +98,7 @@ class RetiringIkeSa:
             if self.request is None or header.message_id != self.request_id:
                 raise RemoteProtocolError(f"unexpected response {header.message_id} on the "
                                           f"replaced IKE_SA {self}")
-            msg = Message.decode(data, self.sk)
+            msg = self._decode(data)
             log.info("received %s on the replaced IKE_SA: it is gone", msg.summary())
             self.done = True
             return
@@ -108,9 +108,7 @@ class RetiringIkeSa:
             return
         if header.message_id != self.peer_next_id:
             raise RemoteProtocolError(f"request with unexpected message ID {header.message_id}")
-        msg = Message.decode(data, self.sk)
-        if not msg.encrypted:
-            raise RemoteProtocolError("unprotected request on the replaced IKE_SA")
+        msg = self._decode(data)
         log.info("received %s on the replaced IKE_SA", msg.summary())
         self.peer_next_id += 1
         payloads = []
@@ -125,6 +123,15 @@ class RetiringIkeSa:
         if closing:
             log.info("the gateway deleted the replaced IKE_SA %s", self)
             self.done = True
+
+    def _decode(self, data: bytes) -> Message:
+        """After IKE_SA_INIT only an SK-protected message is the gateway's (RFC 7296 2.21.1):
+        an unprotected one, request or response, could come from anyone."""
+        msg = Message.decode(data, self.sk)
+        if not msg.encrypted:
+            kind = "response" if msg.is_response else "request"
+            raise RemoteProtocolError(f"unprotected {kind} on the replaced IKE_SA")
+        return msg
 
     def _message(self, exchange: int, message_id: int, response: bool, payloads: list
                  ) -> Message:

@@ -62,6 +62,8 @@ class TaskManager:
         self.queue: list[tuple[list[Task], RetransmitPolicy | None]] = []
         self.active: _Exchange | None = None
         self.next_id = 0
+        # A response whose processing waits for the driver: (msg, todo, remaining, retry).
+        self._paused: tuple[Message, list[Task], list[Task], bool] | None = None
 
     # -- initiating -----------------------------------------------------------------
     def queue_tasks(self, tasks: list[Task], policy: RetransmitPolicy | None = None,
@@ -105,15 +107,18 @@ class TaskManager:
 
     def abort(self) -> None:
         self.active = None
+        self._paused = None
         self.queue.clear()
 
     # -- timers ---------------------------------------------------------------------
     def get_timer(self) -> float | None:
-        return self.active.deadline if self.active else None
+        # Paused on an answered request: nothing to retransmit; the driver's check is
+        # bounded by its own budget.
+        return self.active.deadline if self.active and not self._paused else None
 
     def handle_timer(self, now: float) -> None:
         ex = self.active
-        if ex is None or now < ex.deadline:
+        if ex is None or now < ex.deadline or self._paused is not None:
             return
         if ex.attempt >= ex.policy.tries:
             self.active = None
@@ -129,20 +134,41 @@ class TaskManager:
     # -- responses ------------------------------------------------------------------
     def expects(self, message_id: int, exchange: int) -> bool:
         ex = self.active
-        return ex is not None and ex.message_id == message_id and ex.exchange == exchange
+        return ex is not None and ex.message_id == message_id and ex.exchange == exchange \
+            and self._paused is None
 
     def process_response(self, msg: Message, now: float) -> bool:
         """Feed the response to the active tasks. Returns True when the exchange is over."""
         ex = self.active
         assert ex is not None
-        remaining: list[Task] = []
-        retry = False
-        for task in ex.tasks:
+        return self._process(msg, list(ex.tasks), [], False, now)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused is not None
+
+    def resume(self, now: float) -> bool:
+        """Go on with the response a task paused on (IkeSA.paused); as process_response."""
+        assert self._paused is not None
+        state, self._paused = self._paused, None
+        return self._process(*state, now)
+
+    def _process(self, msg: Message, todo: list[Task], remaining: list[Task], retry: bool,
+                 now: float) -> bool:
+        ex = self.active
+        assert ex is not None
+        while todo:
+            task = todo.pop(0)
             status = task.process(msg)
             if status is Status.RETRY:
                 retry = True
             elif status is Status.NEED_MORE:
                 remaining.append(task)
+            if self.sa.paused:
+                # The driver must answer first (a revocation check): the later tasks
+                # read this message, and nothing is sent, only once it did.
+                self._paused = (msg, todo, remaining, retry)
+                return False
         if retry:
             # COOKIE / INVALID_KE: IKE_SA_INIT again with message ID 0; any other exchange
             # is over with its error response, so the retry is a new one (RFC 7296 2.2).

@@ -73,6 +73,9 @@ class GatewayConfig:
     certs: list[x509.Certificate] = field(default_factory=list)  # leaf first
     rfc7427: bool = True  # sign as RFC 7427 when the client announced hashes
     eap_users: dict[str, str] = field(default_factory=dict)  # ... and EAP-MSCHAPv2 for it
+    # A downgrading gateway: after the identity it proposes EAP-MD5; a Nak is answered
+    # by proposing MD5 again ("again") or by EAP-Failure ("failure").
+    eap_md5_downgrade: str | None = None
     demand_cookie: bool = False
     address: tuple[str, int] = ("203.0.113.1", 500)
     client_seen_as: tuple[str, int] = ("198.51.100.10", 500)  # differs from it: a NAT
@@ -138,6 +141,7 @@ class Responder:
         self.child: ChildSaKeys | None = None  # from the gateway's point of view
         # EAP-MSCHAPv2 authenticator
         self.eap_id, self.eap_user, self.challenge, self.nt_response = 0, "", b"", b""
+        self.eap_responses: list[int] = []  # the EAP Type of each of the client's responses
         self.msk: bytes | None = None
         # Message IDs and retransmission (RFC 7296 2.1, 2.2), both directions
         self.next_request_id = self.my_next_id = 0
@@ -365,6 +369,12 @@ class Responder:
         """EAP-MSCHAPv2 authenticator (RFC 2759, draft-kamath-pppext-eap-mschapv2)."""
         eap_type, data = packet[4], packet[5:]
         self.eap_id += 1
+        self.eap_responses.append(eap_type)
+        if self.cfg.eap_md5_downgrade and eap_type in (EapType.IDENTITY, EapType.NAK):
+            if eap_type == EapType.NAK and self.cfg.eap_md5_downgrade == "failure":
+                return framed(EapCode.FAILURE, self.eap_id)
+            md5_request = bytes((EapType.MD5_CHALLENGE, 16)) + self.rng(16)
+            return framed(EapCode.REQUEST, self.eap_id, md5_request)
         if eap_type == EapType.IDENTITY:
             self.eap_user = data.decode()
             self.challenge = self.rng(16)

@@ -131,13 +131,25 @@ class TestPKI:
     def _issue(
         self, name: str, issuer: Credential, keytype: str, size: int, dn: str,
         sans: Sequence[str], flags: Sequence[str], p12: bool = False,
+        *, digest: str | None = None, ca: bool = False,
+        crl_url: str | None = None, ocsp_url: str | None = None,
     ) -> Credential:
+        """`digest` (e.g. "sha1") signs with that hash; `ca` sets basicConstraints CA:TRUE
+        (both for crypto policy tests: certificates a gateway should not have)."""
         key = self._genkey(name, keytype, size)
         argv = [
             "pki", "--issue", "--lifetime", "1825", "--cacert", str(issuer.cert_path),
             "--cakey", str(issuer.key_path), "--in", str(key), "--type", "priv",
             "--dn", dn, "--outform", "pem",
         ]
+        if digest:
+            argv += ["--digest", digest]
+        if ca:
+            argv.append("--ca")
+        if crl_url:  # CRL distribution point (RFC 5280 4.2.1.13)
+            argv += ["--crl", crl_url]
+        if ocsp_url:  # AIA OCSP responder (RFC 5280 4.2.2.1)
+            argv += ["--ocsp", ocsp_url]
         for san in sans:
             argv += ["--san", san]
         for flag in flags:
@@ -154,3 +166,18 @@ class TestPKI:
         ])
         p12_path.chmod(0o600)
         return Credential(name, cred.cert_path, key, cred.cert_der, p12_path)
+
+    def issue_gateway(self, name: str, dn: str, sans: Sequence[str], *,
+                      crl_url: str | None = None, ocsp_url: str | None = None) -> Credential:
+        """A further gateway certificate from the lab CA, e.g. with CDP/AIA URLs."""
+        return self._issue(name, self.ca, "ecdsa", 256, dn, sans,
+                           ["serverAuth", "ikeIntermediate"], crl_url=crl_url, ocsp_url=ocsp_url)
+
+    def sign_crl(self, revoked: Sequence[Credential] = (), lifetime_days: int = 1) -> bytes:
+        """A DER CRL of the lab CA (`pki --signcrl`) revoking `revoked`."""
+        argv = ["pki", "--signcrl", "--cacert", str(self.ca.cert_path),
+                "--cakey", str(self.ca.key_path), "--lifetime", str(lifetime_days),
+                "--outform", "der"]
+        for cred in revoked:
+            argv += ["--cert", str(cred.cert_path)]
+        return _run(argv)

@@ -76,6 +76,8 @@ def make_profile(
         profile["type"] = "ikev2-eap"
         profile["local"]["eap_id"] = EAP_USER
         profile["remote"]["cert"] = pki.ca.cert_b64
+        if scenario == "eap-md5":  # EAP-MD5 is never allowed by default
+            profile["local"]["eap-methods"] = ["md5"]
     if ike_proposal:
         profile["ike-proposal"] = ike_proposal
     if esp_proposal:

@@ -52,6 +52,7 @@ def _key(spi: int, length: int) -> bytes:
 def peer(side: int, suite: str, send: str, write: str = "coalesce") -> int:
     from client.dataplane import DataPlane
     from client.esp.sa import EspInbound, EspOutbound
+    from client.esp.selectors import InboundPolicy
     from client.tun import TunDevice
 
     encr, bits, klen = SUITES[suite]
@@ -69,8 +70,10 @@ def peer(side: int, suite: str, send: str, write: str = "coalesce") -> int:
         loop = asyncio.get_running_loop()
         # As the engine does: send_esp for single packets, the socket for GSO batches.
         dp = DataPlane(loop, tun, sock.send, (lambda: sock) if send == "gso" else None)
+        # As a full tunnel: any source (TSr 0.0.0.0/0), our address the only destination.
         dp.install(EspOutbound(spi_out, encr, bits, _key(spi_out, klen)),
-                   EspInbound(spi_in, encr, bits, _key(spi_in, klen)))
+                   EspInbound(spi_in, encr, bits, _key(spi_in, klen)),
+                   InboundPolicy(["0.0.0.0/0"], [INNER[side]]))
         attach(loop, dp, sock)
         dp.start()
         stop = asyncio.Event()

@@ -10,11 +10,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from client.ikev2.auth import pubkey
+from client.ikev2.auth.policy import CryptoPolicy, CryptoPolicyRefused
 from client.ikev2.constants import AuthMethod, HashAlgorithm
 from client.ikev2.errors import LocalProtocolError, PeerNotTrusted, RemoteProtocolError
 
 OCTETS = b"IKE_SA_INIT message | nonce | prf(SK_p, ID)"
 ALL_HASHES = {2, 3, 4, 5}
+SHA1_OK = CryptoPolicy(["sha1-signatures"])
 
 _RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 _P256 = ec.generate_private_key(ec.SECP256R1())
@@ -111,7 +113,10 @@ def test_classic_rsa_is_pkcs1v15_sha1() -> None:
     method, data = pubkey.sign(_RSA, OCTETS, peer_hashes=set())
     assert method == AuthMethod.RSA_SIG
     _RSA.public_key().verify(data, OCTETS, padding.PKCS1v15(), hashes.SHA1())
-    pubkey.verify(_RSA.public_key(), method, data, OCTETS)
+    # Verified only where the profile relaxed the crypto policy (auth/policy.py).
+    pubkey.verify(_RSA.public_key(), method, data, OCTETS, policy=SHA1_OK)
+    with pytest.raises(CryptoPolicyRefused, match="'sha1-signatures'"):
+        pubkey.verify(_RSA.public_key(), method, data, OCTETS)
 
 
 @pytest.mark.parametrize(
@@ -179,15 +184,18 @@ def test_verify_pss_with_nondefault_salt_and_sha1_defaults() -> None:
     # Empty RSASSA-PSS-params: SHA-1, MGF1-SHA-1, salt 20.
     alg = bytes.fromhex("300d06092a864886f70d01010a3000")
     sig = _RSA.sign(OCTETS, padding.PSS(padding.MGF1(hashes.SHA1()), 20), hashes.SHA1())
-    pubkey.verify(_RSA.public_key(), 14, bytes((len(alg),)) + alg + sig, OCTETS)
+    data = bytes((len(alg),)) + alg + sig
+    pubkey.verify(_RSA.public_key(), 14, data, OCTETS, policy=SHA1_OK)
+    with pytest.raises(CryptoPolicyRefused, match="'sha1-signatures'"):
+        pubkey.verify(_RSA.public_key(), 14, data, OCTETS)
 
 
 # --- rejections -------------------------------------------------------------------------
 
 
 def _rejects(public_key, method: int, data: bytes, octets: bytes = OCTETS) -> str:
-    with pytest.raises(PeerNotTrusted) as info:
-        pubkey.verify(public_key, method, data, octets)
+    with pytest.raises(PeerNotTrusted) as info:  # SHA-1 relaxed: the signature is judged
+        pubkey.verify(public_key, method, data, octets, policy=SHA1_OK)
     assert str(info.value).startswith("AUTH signature of the gateway did not verify: ")
     return str(info.value)
 

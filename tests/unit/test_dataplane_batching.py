@@ -17,6 +17,7 @@ import pytest
 from client import transport
 from client.dataplane import BATCH, DataPlane
 from client.esp.sa import EspInbound, EspOutbound
+from client.esp.selectors import InboundPolicy
 from client.ikev2.constants import EncrId
 from client.tun import TunDevice
 from client.udpgso import GsoSender, runs
@@ -98,7 +99,7 @@ def test_burst_leaves_in_order_with_increasing_sequence_numbers(udp_pair, monkey
     try:
         dp = DataPlane(loop, tun, a.send, (lambda: a) if use_gso else None)  # type: ignore[arg-type]
         dp.install(EspOutbound(0x51, EncrId.AES_GCM_16, 256, KEY),
-                   EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY))
+                   EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY), InboundPolicy.any())
         while tun.queue:
             before = dp.packets_out
             dp._on_tun_readable()  # what one readiness event of the TUN device runs
@@ -143,7 +144,7 @@ def test_a_drain_is_written_in_one_batch_when_it_ends(udp_pair):
     try:
         dp = DataPlane(loop, tun, lambda p: None)  # type: ignore[arg-type]
         dp.install(EspOutbound(0x51, EncrId.AES_GCM_16, 256, KEY),
-                   EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY))
+                   EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY), InboundPolicy.any())
         flushed_at: list[int] = []
 
         def on_esp(data: bytes) -> None:
@@ -181,7 +182,7 @@ def inbound_plane(loop, tun) -> tuple[DataPlane, EspOutbound]:
     """A data plane on `tun` and the gateway's side of its inbound SA (0x52)."""
     dp = DataPlane(loop, tun, lambda p: None)  # type: ignore[arg-type]
     dp.install(EspOutbound(0x51, EncrId.AES_GCM_16, 256, KEY),
-               EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY))
+               EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY), InboundPolicy.any())
     return dp, EspOutbound(0x52, EncrId.AES_GCM_16, 256, KEY)
 
 

@@ -133,7 +133,7 @@ def test_md5_challenge_exchange_has_no_msk() -> None:
 
 
 def test_nak_lists_allowed_methods() -> None:
-    peer = EapPeer("bob", "pw")
+    peer = EapPeer("bob", "pw", methods=(EapType.MSCHAPV2, EapType.MD5_CHALLENGE))
     reply = peer.handle(request(1, EapType.TLS, b"\x20"))
     assert reply == eap(EapCode.RESPONSE, 1, bytes((EapType.NAK, 26, 4)))
     only_mschap = EapPeer("bob", "pw", methods=(EapType.MSCHAPV2,))
@@ -190,7 +190,7 @@ def test_success_without_any_method_is_rejected() -> None:
     ],
 )
 def test_malformed_packets(packet: bytes) -> None:
-    peer = EapPeer("alice", "pw", rng=rng)
+    peer = EapPeer("alice", "pw", rng=rng, methods=(EapType.MSCHAPV2, EapType.MD5_CHALLENGE))
     with pytest.raises(RemoteProtocolError):
         peer.handle(packet)
 

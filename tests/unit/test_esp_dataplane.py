@@ -7,6 +7,7 @@ import pytest
 
 from client.dataplane import DataPlane
 from client.esp.sa import EspInbound, EspOutbound
+from client.esp.selectors import InboundPolicy
 from client.ikev2.constants import EncrId, IntegId
 from tests.unit.test_netconf import netns, run_in
 
@@ -14,8 +15,10 @@ E2E = """
 import asyncio, hashlib, socket
 from client.dataplane import DataPlane
 from client.esp.sa import EspInbound, EspOutbound
+from client.esp.selectors import InboundPolicy
 from client.ikev2.constants import EncrId, IntegId
 from client.tun import TunDevice
+ANY = InboundPolicy.any()
 NS2 = sys.argv[1]
 ENCR, BITS, INTEG = {suite}
 
@@ -66,7 +69,7 @@ async def main():
 
     a_out, b_in = sa_pair(0x1001, 7)
     b_out, a_in = sa_pair(0x2002, 99)
-    dpa.install(a_out, a_in); dpb.install(b_out, b_in)
+    dpa.install(a_out, a_in, ANY); dpb.install(b_out, b_in, ANY)
     rc, out = await ping("-c", "3", "-i", "0.2", "-W", "2", "198.18.0.2")
     assert rc == 0 and " 0% packet loss" in out, out
     rc, out = await ping("-6", "-c", "2", "-i", "0.2", "-W", "2", "-s", "1300", "2001:db8::2")
@@ -100,10 +103,10 @@ async def main():
     # Rekey: new SAs in both directions; the old inbound SA keeps working until removed.
     old_a_out = a_out
     a_out2, b_in2 = sa_pair(0x3003, 55)
-    dpb.install(b_out, b_in2)
+    dpb.install(b_out, b_in2, ANY)
     late = old_a_out.encapsulate(bytes.fromhex("4500001c0000000040010000c6120001c6120002")
                                  + bytes(8))
-    dpa.install(a_out2, a_in)
+    dpa.install(a_out2, a_in, ANY)
     rc, out = await ping("-c", "2", "-i", "0.2", "-W", "2", "198.18.0.2")
     assert rc == 0, out
     assert b_in2.packets >= 2
@@ -160,7 +163,7 @@ def test_on_esp_drops_garbage_without_raising():
         dp = DataPlane(loop, tun, lambda p: None)  # type: ignore[arg-type]
         key = bytes(36)
         out = EspOutbound(5, EncrId.CHACHA20_POLY1305, 256, key)
-        dp.install(out, EspInbound(5, EncrId.CHACHA20_POLY1305, 256, key))
+        dp.install(out, EspInbound(5, EncrId.CHACHA20_POLY1305, 256, key), InboundPolicy.any())
         pkt = out.encapsulate(b"\x45" + bytes(27))
         for junk in (b"", b"\x00\x00\x00\x05", b"\x00\x00\x00\x06" + bytes(40), pkt[:-1], pkt[:30]):
             dp.on_esp(junk)

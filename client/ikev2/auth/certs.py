@@ -20,6 +20,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from client.ikev2.auth.policy import STRICT, CryptoPolicy
 from client.ikev2.constants import IdType
 from client.ikev2.errors import PeerNotTrusted
 from client.ikev2.identity import classify_identity, dn_from_der, same_dn
@@ -92,21 +93,23 @@ def validate_chain(
     intermediates_der: list[bytes],
     trust_anchors: list[x509.Certificate] | None,
     when: datetime,
+    policy: CryptoPolicy = STRICT,
 ) -> x509.Certificate:
     """Validate the gateway's certificate (and the intermediates it sent) at `when`.
 
     `trust_anchors` are the profile's CA certificates; None means the system store,
     which the caller loads (keys.load_system_trust_store) and passes instead. A leaf
     that is itself one of the anchors (a pinned self-signed gateway certificate) is
-    accepted if it is within its validity period. Returns the parsed leaf.
+    accepted if it is within its validity period. The crypto `policy` (auth/policy.py)
+    refuses weak keys, SHA-1 and a CA or non-signing leaf. Returns the parsed leaf.
     """
     if trust_anchors is None:
         raise ValueError("trust anchors required: pass keys.load_system_trust_store()")
     try:
         leaf = x509.load_der_x509_certificate(leaf_der)
         intermediates = [x509.load_der_x509_certificate(d) for d in intermediates_der]
-    except ValueError as exc:
-        raise _untrusted(f"malformed certificate ({exc})") from None
+    except Exception as exc:  # the gateway's bytes: ValueError, but also InvalidVersion, ...
+        raise _untrusted(f"malformed certificate ({type(exc).__name__}: {exc})") from None
     if not trust_anchors:
         raise _untrusted("no trust anchor configured")
     now = _utc(when)
@@ -114,7 +117,9 @@ def validate_chain(
     if any(anchor.public_bytes(serialization.Encoding.DER) == leaf_der for anchor in trust_anchors):
         if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
             raise _untrusted("the pinned gateway certificate is not valid at this time")
+        policy.check_pinned(leaf)
         return leaf
+    policy.check_gateway_cert(leaf)  # before path validation, which refuses SHA-1 vaguely
 
     verifier = (
         PolicyBuilder()
@@ -125,9 +130,13 @@ def validate_chain(
         .build_client_verifier()
     )
     try:
-        verifier.verify(leaf, intermediates)
+        verified = verifier.verify(leaf, intermediates)
     except VerificationError as exc:
+        if "Forbidden signature algorithm" in str(exc):
+            for cert in intermediates:  # name the rule and the certificate if we can
+                policy.check_signed_with(cert)
         raise _untrusted(str(exc)) from None
+    policy.check_verified_chain(list(verified.chain))
     return leaf
 
 

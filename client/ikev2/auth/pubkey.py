@@ -8,6 +8,7 @@ of auth/der.py and recognised by exact match; only RSASSA-PSS parameters need a 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
@@ -26,6 +27,7 @@ from client.ikev2.auth.der import (
     read_one,
     tlv,
 )
+from client.ikev2.auth.policy import STRICT, CryptoPolicy
 from client.ikev2.constants import AuthMethod, HashAlgorithm
 from client.ikev2.errors import LocalProtocolError, PeerNotTrusted, RemoteProtocolError
 
@@ -336,10 +338,18 @@ def _verify_scheme(public_key: PublicKey, scheme: _Scheme, signature: bytes, oct
         public_key.verify(signature, octets)
 
 
-def verify(public_key: PublicKey, method: int, auth_data: bytes, octets: bytes) -> None:
-    """Verify the gateway's AUTH payload; raise PeerNotTrusted on any mismatch."""
+def verify(
+    public_key: PublicKey, method: int, auth_data: bytes, octets: bytes,
+    *, policy: CryptoPolicy = STRICT, cert: x509.Certificate | None = None,
+) -> None:
+    """Verify the gateway's AUTH payload; raise PeerNotTrusted on any mismatch.
+
+    The crypto `policy` refuses SHA-1 (RFC 7296's RSA_SIG is SHA-1 by definition) before
+    the signature is checked; `cert` (the gateway's) names it in that refusal.
+    """
     try:
         if method == AuthMethod.RSA_SIG:
+            policy.check_auth_hash("sha1", cert, " (RFC 7296 auth method 1)")
             _verify_scheme(public_key, _Scheme("rsa", hashes.SHA1), auth_data, octets)
         elif method in _CLASSIC_ECDSA:
             curve, hash_cls, size = _CLASSIC_ECDSA[method]
@@ -360,6 +370,9 @@ def verify(public_key: PublicKey, method: int, auth_data: bytes, octets: bytes) 
                 scheme = _parse_algorithm_identifier(auth_data[1 : 1 + alg_len])
             except DerError as exc:
                 raise _untrusted(str(exc)) from None
+            for hash_cls in (scheme.hash, scheme.mgf_hash):
+                if hash_cls is not None:
+                    policy.check_auth_hash(hash_cls.name, cert)
             _verify_scheme(public_key, scheme, auth_data[1 + alg_len :], octets)
         else:
             raise _untrusted(f"unsupported AUTH method {method}")

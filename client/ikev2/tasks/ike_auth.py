@@ -17,7 +17,7 @@ import logging
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..auth import certs, pubkey
+from ..auth import certs, pubkey, revocation
 from ..auth.eap.peer import EapPeer
 from ..auth.octets import signed_octets
 from ..auth.psk import psk_auth_data, psk_verify
@@ -28,6 +28,7 @@ from ..errors import (
     PeerNotTrusted,
     RemoteProtocolError,
 )
+from ..events import RevocationCheck
 from ..message import Message
 from ..payloads import (
     AuthPayload,
@@ -69,6 +70,7 @@ class IkeAuth(Task):
         self.idr: IdrPayload | None = None
         self.eap_only = False  # the gateway skipped its AUTH: EAP must authenticate it
         self.peer_cert: x509.Certificate | None = None
+        cfg.crypto_policy.warn_relaxed()  # at every connect (and reauthentication)
 
     @property
     def method(self) -> str:
@@ -87,7 +89,7 @@ class IkeAuth(Task):
 
             tls = TlsCredentials(
                 cfg.private_key, cfg.certificate, list(cfg.cert_chain),
-                cfg.trust_anchors, cfg.remote_id, cfg.wall_clock,
+                cfg.trust_anchors, cfg.remote_id, cfg.wall_clock, cfg.crypto_policy,
             )
         return EapPeer(
             cfg.eap_identity or cfg.local_id, cfg.eap_password,
@@ -174,6 +176,10 @@ class IkeAuth(Task):
     def process(self, msg: Message) -> Status:
         sa = self.sa
         if msg.notify(NotifyType.AUTHENTICATION_FAILED) is not None:
+            if self.eap is not None and self.eap.refused is not None and self.eap.method is None:
+                # Our Nak was all we said: no credential was tried, the gateway would
+                # only take a method the profile refuses.
+                raise self.eap.insisted()
             raise AuthenticationFailed(
                 "the gateway rejected our credentials (AUTHENTICATION_FAILED)"
             )
@@ -207,6 +213,10 @@ class IkeAuth(Task):
         if auth is not None and not sa.peer_authenticated:
             self._verify_gateway(msg, auth)
             sa.peer_authenticated = True
+            if self.peer_cert is not None and sa.config.check_revocation:
+                # Nothing else of this message is used, and nothing (EAP credentials
+                # included) is sent, until the driver's revocation verdict.
+                sa.request_revocation_check(self._revocation_check(msg), msg)
 
         eap = msg.get(EapPayload)
         if eap is not None:
@@ -245,6 +255,21 @@ class IkeAuth(Task):
             return Status.NEED_MORE
         self.sa.auth_done = True
         return Status.DONE
+
+    def _revocation_check(self, msg: Message) -> RevocationCheck:
+        cfg = self.sa.config
+        assert self.peer_cert is not None
+        intermediates = []
+        for c in msg.get_all(CertPayload)[1:]:
+            if c.encoding == CertEncoding.X509_SIGNATURE:
+                try:  # validate_chain parsed them already
+                    intermediates.append(x509.load_der_x509_certificate(c.data))
+                except ValueError:
+                    continue
+        links = revocation.chain_links(self.peer_cert, intermediates, cfg.trust_anchors or [])
+        stapled = tuple(c.data for c in msg.get_all(CertPayload)
+                        if c.encoding == CertEncoding.OCSP_CONTENT)[:revocation.MAX_CHAIN]
+        return RevocationCheck(tuple(links), stapled)
 
     def _allow_eap_only(self, eap: EapPayload) -> None:
         """Called for each EAP request while the gateway has not authenticated itself."""
@@ -293,12 +318,15 @@ class IkeAuth(Task):
             raise PeerNotTrusted("the gateway sent no certificate")
         leaf = certs.validate_chain(
             cert_payloads[0].data, [c.data for c in cert_payloads[1:]],
-            cfg.trust_anchors, cfg.wall_clock(),
+            cfg.trust_anchors, cfg.wall_clock(), cfg.crypto_policy,
         )
         certs.check_identity(leaf, cfg.remote_id)
         if not certs.identity_matches(leaf, self.idr.id_type, self.idr.data):
             raise PeerNotTrusted(f"the gateway's identity '{self.idr}' is not in its certificate")
-        pubkey.verify(leaf.public_key(), auth.method, auth.data, octets)
+        pubkey.verify(
+            leaf.public_key(), auth.method, auth.data, octets,
+            policy=cfg.crypto_policy, cert=leaf,
+        )
         self.peer_cert = leaf
         log.info(
             "gateway '%s' authenticated with its certificate (%s)",

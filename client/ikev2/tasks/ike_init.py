@@ -20,7 +20,7 @@ from ..message import Message, SkContext
 from ..payloads import KePayload, NoncePayload, NotifyPayload, SaPayload
 from ..proposals import check_selected, format_proposal, with_dh_first
 from .base import Status, Task
-from .ike_redirect import RedirectRequested, decode_gateway, encode_gateway
+from .ike_redirect import RedirectRequested, encode_gateway, gateway_name, split_gateway
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +143,12 @@ class IkeInit(Task):
         """RFC 5685 4: the REDIRECT carries our nonce, so a blind forgery cannot send us away."""
         if not self.sa.config.follow_redirects:
             raise RemoteProtocolError("the gateway redirected us, but redirects are disabled")
-        gateway, nonce = decode_gateway(data)
+        # The nonce first: whoever did not see our request gets no further, not even
+        # to the parse of the name.
+        kind, ident, nonce = split_gateway(data)
         if not hmac.compare_digest(nonce, self.nonce):
             raise RemoteProtocolError("REDIRECT in IKE_SA_INIT without our nonce")
-        raise RedirectRequested(gateway)
+        raise RedirectRequested(gateway_name(kind, ident))
 
     def _count_retry(self, what: str) -> None:
         self.retries += 1

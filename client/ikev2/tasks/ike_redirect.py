@@ -11,7 +11,7 @@ the old one in N(REDIRECTED_FROM), and counts redirects with a RedirectLimiter.
 from __future__ import annotations
 
 import logging
-import re
+import string
 from collections import deque
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
@@ -28,7 +28,24 @@ GW_IPV4, GW_IPV6, GW_FQDN = 1, 2, 3
 # strongSwan's loop detection: at most 5 redirects within 5 minutes.
 MAX_REDIRECTS = 5
 REDIRECT_PERIOD = 300.0
-_FQDN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
+MAX_NAME_LENGTH = 253  # RFC 1035 2.3.4: 255 octets on the wire, without the trailing dot
+MAX_LABEL_LENGTH = 63  # RFC 1035 2.3.4
+_LDH = frozenset(string.ascii_letters + string.digits + "-")  # RFC 1123 2.1 host names
+
+
+def is_host_name(name: str) -> bool:
+    """A host name by RFC 1035/1123 (letters, digits, hyphens; an optional trailing dot).
+
+    Label by label, in one pass: the gateway chooses this string, so no backtracking.
+    """
+    name = name.removesuffix(".")
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        return False
+    return all(
+        1 <= len(label) <= MAX_LABEL_LENGTH and label[0] != "-" and label[-1] != "-"
+        and _LDH.issuperset(label)
+        for label in name.split(".")
+    )
 
 
 class RedirectRequested(IkeError):
@@ -44,30 +61,42 @@ def encode_gateway(gateway: str) -> bytes:
     try:
         addr = ip_address(gateway)
     except ValueError:
-        if not _FQDN.fullmatch(gateway):
+        if not is_host_name(gateway):
             raise ValueError(f"not an address or host name: {gateway!r}") from None
         return bytes((GW_FQDN, len(gateway))) + gateway.encode("ascii")
     kind = GW_IPV4 if isinstance(addr, IPv4Address) else GW_IPV6
     return bytes((kind, len(addr.packed))) + addr.packed
 
 
-def decode_gateway(data: bytes) -> tuple[str, bytes]:
-    """The new gateway of a REDIRECT (or REDIRECTED_FROM) and the bytes after it (the
-    nonce, in an IKE_SA_INIT response). Raises RemoteProtocolError when malformed."""
+def split_gateway(data: bytes) -> tuple[int, bytes, bytes]:
+    """GW Ident Type, the identity (not yet checked) and the bytes after it (the nonce,
+    in an IKE_SA_INIT response). Raises RemoteProtocolError when truncated."""
     r = Reader(data, "REDIRECT notify")
     kind, length = r.u8(), r.u8()
     ident = r.bytes(length)
-    rest = r.bytes(r.remaining)
-    if kind == GW_IPV4 and length == 4:
-        return str(IPv4Address(ident)), rest
-    if kind == GW_IPV6 and length == 16:
-        return str(IPv6Address(ident)), rest
+    return kind, ident, r.bytes(r.remaining)
+
+
+def gateway_name(kind: int, ident: bytes) -> str:
+    """The new gateway named by a GW Ident Type and identity; RemoteProtocolError if bad."""
+    if kind == GW_IPV4 and len(ident) == 4:
+        return str(IPv4Address(ident))
+    if kind == GW_IPV6 and len(ident) == 16:
+        return str(IPv6Address(ident))
     if kind == GW_FQDN:
         name = ident.decode("ascii", errors="replace")
-        if _FQDN.fullmatch(name):
-            return name, rest
+        if is_host_name(name):
+            return name
         raise RemoteProtocolError("REDIRECT notify: the gateway name is not a host name")
-    raise RemoteProtocolError(f"REDIRECT notify: gateway identity type {kind}, length {length}")
+    raise RemoteProtocolError(f"REDIRECT notify: gateway identity type {kind}, "
+                              f"length {len(ident)}")
+
+
+def decode_gateway(data: bytes) -> tuple[str, bytes]:
+    """The new gateway of a REDIRECT (or REDIRECTED_FROM) and the bytes after it (the
+    nonce, in an IKE_SA_INIT response). Raises RemoteProtocolError when malformed."""
+    kind, ident, rest = split_gateway(data)
+    return gateway_name(kind, ident), rest
 
 
 class IkeRedirect(Task):

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from client.ikev2.auth.eap import md5
+from client.ikev2.auth.eap.methods import KEY as METHODS_KEY
+from client.ikev2.auth.eap.methods import display
 from client.ikev2.auth.eap.mschapv2 import MsChapV2Peer
 from client.ikev2.constants import EapCode, EapType
 from client.ikev2.errors import (
@@ -29,7 +31,11 @@ class EapPeer:
     """State of one EAP conversation, peer side.
 
     `methods` lists the methods we allow, in order of preference (that order goes
-    into a Nak). After EAP-Success, `succeeded` is True and `msk` holds the method's
+    into a Nak; eap/methods.py derives it from the profile). A method outside it is
+    never answered: the first request of one gets a Nak, a second one (or an
+    EAP-Failure after the Nak) ends the connect as a gateway we cannot trust, since it
+    insists on a weaker authentication than the profile allows.
+    After EAP-Success, `succeeded` is True and `msk` holds the method's
     MSK (None for methods without one: then AUTH uses SK_pi/SK_pr, RFC 7296 2.16).
     EAP-TLS needs `tls` (our certificate and how to check the gateway's), no password.
     """
@@ -38,7 +44,7 @@ class EapPeer:
         self,
         identity: str,
         password: str | None,
-        methods: tuple[int, ...] = (EapType.MSCHAPV2, EapType.MD5_CHALLENGE),
+        methods: tuple[int, ...] = (EapType.MSCHAPV2,),
         rng: Callable[[int], bytes] = secrets.token_bytes,
         tls: "TlsCredentials | None" = None,
     ) -> None:
@@ -56,6 +62,7 @@ class EapPeer:
         self._tls: EapTlsPeer | None = None
         self._method_done = False
         self._finished = False
+        self.refused: int | None = None  # the method we sent a Nak for
 
     @property
     def msk(self) -> bytes | None:
@@ -83,6 +90,8 @@ class EapPeer:
             return self._on_success(length)
         if code == EapCode.FAILURE:
             self._finished = True
+            if self.refused is not None and self.method is None:
+                raise self.insisted()
             reason = self._tls.failure if self._tls is not None else None
             raise AuthenticationFailed(
                 f"EAP: the gateway rejected the credentials ({reason or 'EAP-Failure'})"
@@ -95,6 +104,15 @@ class EapPeer:
         reply_type, reply_data = self._on_request(identifier, eap_type, type_data)
         body = bytes((reply_type,)) + reply_data
         return bytes((EapCode.RESPONSE, identifier)) + (4 + len(body)).to_bytes(2, "big") + body
+
+    def insisted(self, eap_type: int | None = None) -> PeerNotTrusted:
+        """The error once the gateway does not take our Nak for an answer."""
+        wanted = display(eap_type if eap_type is not None else self.refused or 0)
+        allowed = ", ".join(display(m) for m in self._methods) or "none"
+        return PeerNotTrusted(
+            f"EAP: the gateway insists on {wanted}, which this profile does not allow "
+            f"(allowed: {allowed}; {METHODS_KEY} can name others)"
+        )
 
     def _on_success(self, length: int) -> None:
         if length != _HEADER_LEN:
@@ -127,7 +145,10 @@ class EapPeer:
                 f"EAP: gateway switched from method {self.method} to {eap_type}"
             )
         if eap_type not in self._methods:
+            if self.refused is not None:
+                raise self.insisted(eap_type)
             # Legacy Nak (RFC 3748 5.3.1): the methods we would accept, or 0 for none.
+            self.refused = eap_type
             return EapType.NAK, bytes(self._methods) or b"\x00"
         if eap_type in PASSWORD_METHODS and self._password is None:
             raise LocalProtocolError(f"EAP method {eap_type} needs a password and none is set")

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
 from client.ikev2.auth import certs
+from client.ikev2.auth.policy import STRICT, CryptoPolicy
 from client.ikev2.errors import PeerNotTrusted, RemoteProtocolError
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class TlsCredentials:
     trust_anchors: list[x509.Certificate] | None
     remote_id: str
     wall_clock: Callable[[], datetime]
+    policy: CryptoPolicy = STRICT  # the gateway's TLS certificate obeys it too
 
 
 class Frame(NamedTuple):
@@ -362,7 +364,7 @@ class EapTlsPeer:
         leaf = certs.validate_chain(
             chain[0].public_bytes(Encoding.DER),
             [cert.public_bytes(Encoding.DER) for cert in chain[1:]],
-            c.trust_anchors, c.wall_clock(),
+            c.trust_anchors, c.wall_clock(), c.policy,
         )
         certs.check_identity(leaf, c.remote_id)
         self._peer_checked = True
