@@ -51,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", parents=[common], help="state of the connection")
     s.add_argument("--json", action="store_true")
     sub.add_parser("disconnect", parents=[common], help="end the connection")
+    ao = sub.add_parser("always-on", parents=[common],
+                        help="(root) a profile the daemon connects whenever it starts")
+    ao.add_argument("profile", nargs="?", metavar="PROFILE", help="name or uuid (root's store)")
+    ao.add_argument("--credentials", metavar="FILE",
+                    help="its secrets, one per line, in a file only root can read")
+    ao.add_argument("--all-users", action="store_true",
+                    help="every member of the daemon's group may see and end it")
+    ao.add_argument("--off", action="store_true", help="no profile at daemon start")
     d = sub.add_parser("daemon", parents=[common],
                        help="the privileged service for the tray app and non-root users")
     d.add_argument("--group", default=None,
@@ -65,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "connect":
         return _connect(args)
-    if args.command in ("import", "list", "show", "remove", "password"):
+    if args.command == "always-on":
+        args.command = "always_on"
+    if args.command in ("import", "list", "show", "remove", "password", "always_on"):
         if args.command != "list":
             _setup_logging(args.verbose)  # the keyring's messages
         from . import profile_commands
@@ -147,6 +157,10 @@ def _connect_foreground(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"vpnclient: VPNCLIENT_RETRANSMIT: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    rdir = runtime_dir()
+    if rdir is None:  # only root runs the engine here, and root always has /run/vpnclient
+        print("vpnclient: no runtime directory: set VPNCLIENT_RUNTIME_DIR", file=sys.stderr)
+        return EXIT_FAILURE
     gathered = gather_secrets(profile, stored, args.password_stdin)
     profile = gathered.profile
     secrets = Secrets(password=gathered.values.get(Kind.PASSWORD),
@@ -162,7 +176,7 @@ def _connect_foreground(args: argparse.Namespace) -> int:
             gathered.remember()
 
     engine = Engine(
-        profile, secrets, runtime_dir(), retransmit, progress=progress,
+        profile, secrets, rdir, retransmit, progress=progress,
         error=lambda line: print(f"vpnclient: {line}", file=sys.stderr, flush=True),
     )
     try:

@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import socket
+import stat
 import struct
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -63,6 +64,7 @@ REASONS: dict[str, int] = {
     "busy": CODE_FAILURE,  # another connection is active
     "not-connected": CODE_FAILURE,  # disconnect without a connection
     "cancelled": CODE_FAILURE,  # a disconnect request ended the connect attempt
+    "not-owner": CODE_FAILURE,  # another user's connection: only they or root may do that
 }
 REASON_FOR_EXIT = {
     CODE_USAGE: "profile", CODE_AUTH: "auth", CODE_UNTRUSTED: "untrusted",
@@ -78,18 +80,35 @@ class ProtocolError(ValueError):
     """A message that is not a protocol message (bad JSON, not an object, wrong version)."""
 
 
-def runtime_dir() -> Path:
+def runtime_dir() -> Path | None:
+    """This process's runtime directory: $VPNCLIENT_RUNTIME_DIR, else /run/vpnclient for
+    root, else $XDG_RUNTIME_DIR/vpnclient. None for a user without either (or whose
+    $XDG_RUNTIME_DIR is not theirs alone): never a fallback under /tmp, where any local
+    user could plant a socket first and answer our commands with a fake status."""
     env = os.environ.get("VPNCLIENT_RUNTIME_DIR")
     if env:
         return Path(env)
     if os.geteuid() == 0:
         return Path("/run/vpnclient")
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/vpnclient-{os.getuid()}"
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base or not _private_dir(Path(base)):
+        return None
     return Path(base) / "vpnclient"
 
 
-def socket_path(rdir: Path | None = None) -> Path:
-    return (rdir or runtime_dir()) / SOCKET_NAME
+def _private_dir(path: Path) -> bool:
+    """The XDG Base Directory rule for $XDG_RUNTIME_DIR: a directory owned by this user
+    that nobody else may write to (a world-writable /tmp is not one)."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def socket_path(rdir: Path) -> Path:
+    return rdir / SOCKET_NAME
 
 
 def daemon_socket_path() -> Path:
@@ -191,6 +210,10 @@ def _alive(path: Path) -> bool:
 # -- clients -------------------------------------------------------------------------------
 def request(command: str, rdir: Path | None = None, timeout: float = 5.0, **args: Any) -> dict:
     """Send one request to the running engine; raises OSError when none is listening."""
+    rdir = rdir or runtime_dir()
+    if rdir is None:
+        raise FileNotFoundError("no runtime directory: set XDG_RUNTIME_DIR or "
+                                "VPNCLIENT_RUNTIME_DIR")
     with ControlClient.open(socket_path(rdir), timeout) as client:
         return client.call(command, **args)
 

@@ -11,8 +11,16 @@ disconnect, read the status and subscribe to events. Anybody else gets one refus
 line saying why and how to fix it, and the connection is closed; nothing they send is
 read. The socket itself is world-connectable for that reason: the check is ours.
 
+A connection (and a kill switch it left holding) belongs to the user who started it:
+only they or root may disconnect it, lift its kill switch or read its log and details
+(identities, addresses, DNS). Other members see that a tunnel is up, its profile name
+and whose it is, and get a `not-owner` refusal naming the owner for anything else.
+
 Secrets arrive with the connect request and live in the Engine's memory only, until the
 connection ends; they are never logged and never written anywhere.
+
+An always-on profile (client/always_on.py) is brought up at start and again after
+each failure (with backoff), until a user with the right ends it with `disconnect`.
 """
 
 from __future__ import annotations
@@ -33,11 +41,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import control
+from . import always_on, control
 from .config import ConfigError
 from .control import CODE_FAILURE, CODE_OK, CODE_USAGE, REASON_FOR_EXIT, error
-from .engine import Engine, Secrets
+from .engine import Engine, Secrets, owner_of
 from .ikev2.task_manager import RetransmitPolicy
+from .netconf import firewall, journal
 from .profile import Profile, ProfileError, profile_from_dict
 
 log = logging.getLogger("client.daemon")  # also when run as __main__
@@ -47,8 +56,13 @@ MAX_PEERS = 64
 MAX_SECRET = 4096
 MAX_PEER_BACKLOG = 4 * 1024 * 1024  # a subscriber this far behind is dropped, not waited for
 LOG_HISTORY = 500  # log lines a new subscriber gets
+# What every member may know of another user's connection: that it is up, and whose.
+PUBLIC_KEYS = ("state", "profile", "owner", "owner_uid", "kill_switch")
 STATS_INTERVAL = 1.0
 SHUTDOWN_GRACE = 20.0  # seconds for a Delete exchange and teardown on SIGTERM
+# Always-on retries: soon (the network may only just be coming up), then not hammering
+# a gateway that is down.
+ALWAYS_ON_RETRY = (2.0, 60.0)
 SECRET_KEYS = {"password", "p12_passphrase"}
 
 
@@ -112,6 +126,18 @@ class Peer:
         return f"Peer(pid={self.pid}, uid={self.uid})"
 
 
+def may_see(peer: Peer, owner_uid: int | None) -> bool:
+    """Root, the owner, and anyone while nobody owns what is shown (idle)."""
+    return owner_uid is None or peer.uid in (0, owner_uid)
+
+
+def withheld(status: dict[str, Any]) -> dict[str, Any]:
+    """What a member who does not own the connection sees of it."""
+    return {**idle_status(), **{k: status.get(k) for k in PUBLIC_KEYS},
+            "withheld": f"the connection of user '{status.get('owner')}': only they or "
+                        f"root see its details"}
+
+
 @dataclass
 class Session:
     """The one connection the daemon hosts, from connect request to teardown."""
@@ -119,13 +145,14 @@ class Session:
     profile: Profile
     engine: Engine
     started: float
-    requested_by: int  # uid
+    requested_by: int | None  # uid; None: every member's (an always-on for all users)
     connected: asyncio.Future[dict[str, Any]]  # the connect request's response
     task: asyncio.Task[int] | None = None
     state: str = ""  # the last state pushed to subscribers
     counters: tuple[Any, ...] = ()
     code: int | None = None
     log: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_HISTORY))
+    always_on: bool = False
 
 
 class _SubscriberLog(logging.Handler):
@@ -145,8 +172,13 @@ class _SubscriberLog(logging.Handler):
 # -- the daemon ------------------------------------------------------------------------
 class Daemon:
     def __init__(self, rdir: Path, group: str = DEFAULT_GROUP,
-                 retransmit: RetransmitPolicy | None = None) -> None:
+                 retransmit: RetransmitPolicy | None = None,
+                 always_on_path: Path | None = None) -> None:
         self.rdir = rdir
+        self.always_on_path = always_on_path
+        self.always_on: always_on.AlwaysOn | None = None
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_delay = ALWAYS_ON_RETRY[0]
         self.group = group
         self.retransmit = retransmit
         self.peers: set[Peer] = set()
@@ -174,9 +206,19 @@ class Daemon:
         self.server = await asyncio.start_unix_server(
             self._on_client, path=str(self.socket_path), limit=control.MAX_LINE)
         self.socket_path.chmod(0o666)
+        # A kill switch held before this start (the daemon stopped or crashed, or a
+        # connection gave up) keeps blocking: the state says so until a user lifts it.
+        journal.cleanup_stale(self.rdir)
+        record = firewall.held(self.rdir)
+        if record is not None:
+            self.last_status = {**idle_status(), **firewall.blocked_status(record)}
+            log.warning("traffic is blocked by the kill switch of profile '%s' (%s)",
+                        record.get("profile"), self.last_status["blocked_reason"])
         logging.getLogger("client").addHandler(self._handler)
         self._ticker = asyncio.create_task(self._tick())
         log.info("listening on %s (group %s)", self.socket_path, self.group)
+        self._load_always_on()
+        self._start_always_on()
 
     async def run(self) -> int:
         """Serve until SIGTERM/SIGINT or stop(); then end the connection cleanly."""
@@ -200,9 +242,10 @@ class Daemon:
     async def shutdown(self) -> None:
         if self.server is not None:
             self.server.close()
+        self._stop_always_on()
         session = self.session
         if session is not None and session.task is not None:
-            session.engine.request_disconnect()
+            session.engine.request_disconnect(lift=False)  # the service stops, not the VPN
             try:
                 await asyncio.wait_for(asyncio.shield(session.task), SHUTDOWN_GRACE)
             except TimeoutError:
@@ -273,11 +316,13 @@ class Daemon:
     async def handle(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         command = request.get("command")
         if command == "status":
-            return {"ok": True, "status": self.status()}
+            return {"ok": True, "status": self.status(peer)}
         if command == "subscribe":
             peer.subscribed = True
             history = list(self.session.log if self.session else self.history)
-            return {"ok": True, "status": self.status(), "log": history}
+            if not may_see(peer, self.owner_uid):
+                history = []
+            return {"ok": True, "status": self.status(peer), "log": history}
         if command == "connect":
             return await self._connect(peer, request)
         if command == "disconnect":
@@ -285,19 +330,35 @@ class Daemon:
         return error("bad-request", f"unknown command {command!r}")
 
     # -- commands --------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        if self.session is None:
-            return dict(self.last_status)
-        return snapshot(self.session)
+    @property
+    def owner_uid(self) -> int | None:
+        """Whose the connection (or the last one's outcome, or a held kill switch) is."""
+        if self.session is not None:
+            return self.session.requested_by
+        return self.last_status.get("owner_uid")
+
+    def status(self, peer: Peer | None = None) -> dict[str, Any]:
+        status = dict(self.last_status) if self.session is None else snapshot(self.session)
+        if peer is None or may_see(peer, self.owner_uid):
+            return status
+        return withheld(status)
+
+    def _not_owner(self, what: str) -> dict[str, Any]:
+        status = self.status()
+        return error("not-owner", f"{what} belongs to user '{status.get('owner')}' (profile "
+                                  f"'{status.get('profile')}'): only they or root can do that")
 
     async def _connect(self, peer: Peer, request: dict[str, Any]) -> dict[str, Any]:
         if self.session is not None:
             status = snapshot(self.session)
             return error("busy", f"already {status['state']} with profile "
-                                 f"'{status['profile']}': disconnect first")
+                                 f"'{status['profile']}' of user '{status.get('owner')}': "
+                                 f"disconnect first")
         raw = request.get("profile")
         if not isinstance(raw, dict):
             return error("bad-request", "connect needs a profile (a JSON object)")
+        if (refusal := self._blocked_for(peer)) is not None:
+            return refusal
         try:
             profile = profile_from_dict(raw)
         except ProfileError as exc:
@@ -306,24 +367,69 @@ class Daemon:
             secrets = parse_secrets(request.get("secrets"))
         except ValueError as exc:
             return error("bad-request", str(exc))
-        loop = asyncio.get_running_loop()
-        session = Session(profile, None, time.monotonic(), peer.uid,  # type: ignore[arg-type]
-                          loop.create_future())
-        session.engine = Engine(
-            profile, secrets, self.rdir, self.retransmit,
-            progress=lambda line: self._progress(session, line),
-            error=lambda line: self._progress(session, line, "warning"),
-            serve_control=False, handle_signals=False,
-        )
-        self.session = session
-        self.history.clear()
+        self._stop_always_on()  # the user chose another connection
         log.info("uid %d connects with profile '%s' (%s)", peer.uid, profile.name, profile.uuid)
-        session.task = asyncio.create_task(self._run(session))
-        self._check_state(session)
+        session = self._begin(profile, secrets, peer.uid, owner_of(peer.uid))
         if not request.get("wait", True):
             return {"ok": True, "status": snapshot(session)}
         # The engine goes on whether or not this client stays to hear the outcome.
         return await asyncio.shield(session.connected)
+
+    def _begin(self, profile: Profile, secrets: Secrets, uid: int | None,
+               owner: dict[str, Any], always: bool = False) -> Session:
+        loop = asyncio.get_running_loop()
+        session = Session(profile, None, time.monotonic(), uid,  # type: ignore[arg-type]
+                          loop.create_future(), always_on=always)
+        session.engine = Engine(
+            profile, secrets, self.rdir, self.retransmit,
+            progress=lambda line: self._progress(session, line),
+            error=lambda line: self._progress(session, line, "warning"),
+            serve_control=False, handle_signals=False, owner=owner,
+        )
+        self.session = session
+        self.history.clear()
+        session.task = asyncio.create_task(self._run(session))
+        self._check_state(session)
+        return session
+
+    # -- always-on -------------------------------------------------------------------
+    def _load_always_on(self) -> None:
+        if self.always_on_path is None:
+            return
+        try:
+            self.always_on = always_on.load(self.always_on_path)
+        except always_on.AlwaysOnError as exc:
+            log.error("always-on: %s", exc)
+            if self.last_status.get("state") != "blocked":
+                self.last_status = {**idle_status(), "state": "failed",
+                                    "last_error": f"always-on: {exc}"}
+
+    def _start_always_on(self) -> None:
+        self._retry = None
+        setting = self.always_on
+        if setting is None or self.session is not None or (
+                self.stopping is not None and self.stopping.is_set()):
+            return
+        log.info("always-on: connecting with profile '%s' (%s)", setting.profile.name,
+                 setting.profile.uuid)
+        secrets = Secrets(password=setting.secrets.get(always_on.Kind.PASSWORD),
+                          p12_passphrase=setting.secrets.get(always_on.Kind.P12))
+        owner = setting.owner()
+        self._begin(setting.profile, secrets, owner["owner_uid"], owner, always=True)
+
+    def _retry_always_on(self) -> None:
+        delay, self._retry_delay = self._retry_delay, min(self._retry_delay * 2,
+                                                          ALWAYS_ON_RETRY[1])
+        log.info("always-on: connecting again in %.0f s", delay)
+        self._retry = asyncio.get_running_loop().call_later(delay, self._start_always_on)
+
+    def _stop_always_on(self) -> None:
+        """A user ended or replaced the always-on connection: no retries until the next
+        start of the daemon."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self.always_on = None
 
     async def _run(self, session: Session) -> int:
         engine = session.engine
@@ -339,7 +445,7 @@ class Daemon:
             engine.status.update(state="failed", last_error=f"{type(exc).__name__}: {exc}")
         session.code = code
         final = snapshot(session)
-        if final["state"] not in ("failed", "disconnected"):
+        if final["state"] not in ("failed", "disconnected", "blocked"):
             final["state"] = "failed" if code != CODE_OK else "disconnected"
         # The secrets go with the engine; nothing else holds them.
         engine.secrets = Secrets()
@@ -358,24 +464,70 @@ class Daemon:
         self._broadcast({"event": "state", "state": final["state"], "status": final,
                          "code": code, "reason": reason, "error": final.get("last_error")})
         log.info("connection with profile '%s' ended (exit code %d)", session.profile.name, code)
+        if (session.always_on and self.always_on is not None and not engine.disconnect_requested
+                and code != CODE_USAGE):
+            self._retry_always_on()
         return code
 
     async def _disconnect(self, peer: Peer, wait: bool) -> dict[str, Any]:
         session = self.session
         if session is None:
-            return error("not-connected", "not connected")
+            return self._lift_kill_switch(peer)
+        if not may_see(peer, session.requested_by):
+            log.info("uid %d may not disconnect the connection of uid %s",
+                     peer.uid, session.requested_by)
+            return self._not_owner("the connection")
+        if session.always_on:
+            self._stop_always_on()
         log.info("uid %d disconnects", peer.uid)
         session.engine.request_disconnect()
         self._check_state(session)
         if wait and session.task is not None:
             await asyncio.shield(session.task)
-        return {"ok": True, "status": self.status()}
+        return {"ok": True, "status": self.status(peer)}
+
+    def _blocked_for(self, peer: Peer) -> dict[str, Any] | None:
+        """Traffic is blocked by another user's kill switch: only they or root lift it,
+        and a connect of someone else's would."""
+        if self.last_status.get("state") != "blocked" or may_see(peer, self.owner_uid):
+            return None
+        return self._not_owner("the kill switch blocking traffic")
+
+    def _lift_kill_switch(self, peer: Peer) -> dict[str, Any]:
+        """`disconnect` with no connection: lift a held kill switch, if any."""
+        if (refusal := self._blocked_for(peer)) is not None:
+            log.info("uid %d may not lift the kill switch", peer.uid)
+            return refusal
+        journal.cleanup_stale(self.rdir)
+        ks = firewall.KillSwitch.adopt(self.rdir)
+        if not ks.engaged:
+            self.last_status = {k: v for k, v in self.last_status.items()
+                                if k not in firewall.BLOCKED_KEYS}
+            if self.last_status.get("state") == "blocked":
+                self.last_status["state"] = "disconnected"
+            return error("not-connected", "not connected")
+        log.info("uid %d lifts the kill switch", peer.uid)
+        self._stop_always_on()
+        ks.lift()
+        self.last_status = idle_status()
+        self._broadcast({"event": "state", "state": "disconnected", "status": self.status()})
+        return {"ok": True, "status": self.status(peer), "lifted": True}
 
     # -- events ----------------------------------------------------------------------
     def _broadcast(self, event: dict[str, Any]) -> None:
+        """To every subscriber; of another user's connection, only its state changes."""
+        owner = self.owner_uid
+        public: dict[str, Any] | None = None
         for peer in list(self.peers):
-            if peer.subscribed:
+            if not peer.subscribed:
+                continue
+            if may_see(peer, owner):
                 peer.send(event)
+            elif event.get("event") == "state":
+                if public is None:
+                    public = {"event": "state", "state": event["state"],
+                              "status": withheld(event["status"])}
+                peer.send(public)
 
     def log_line(self, level: str, message: str, source: str = "client") -> None:
         entry = {"event": "log", "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
@@ -398,6 +550,8 @@ class Daemon:
             self._broadcast({"event": "state", "state": session.state, "status": status})
             if session.state == "connected" and not session.connected.done():
                 session.connected.set_result({"ok": True, "status": status})
+            if session.state == "connected" and session.always_on:
+                self._retry_delay = ALWAYS_ON_RETRY[0]
         counters = (status.get("rekeys", 0), status.get("roams", 0), status.get("local_address"))
         if session.counters and counters != session.counters:
             rekeys, roams, local = session.counters
@@ -437,6 +591,7 @@ def snapshot(session: Session) -> dict[str, Any]:
     profile = session.profile
     status["local_id"] = getattr(config, "local_id", None) or profile.local_id or profile.eap_id
     status["remote_id"] = getattr(config, "remote_id", None) or profile.remote_id
+    status.update(session.engine.owner)
     return status
 
 
@@ -448,7 +603,7 @@ def idle_status() -> dict[str, Any]:
         "dns": [], "routes": [], "ike_proposal": None, "esp_proposal": None,
         "established_at": None, "bytes_in": 0, "bytes_out": 0, "packets_in": 0,
         "packets_out": 0, "rekeys": 0, "roams": 0, "last_error": None,
-        "local_id": None, "remote_id": None,
+        "local_id": None, "remote_id": None, "owner": None, "owner_uid": None,
     }
 
 
@@ -508,7 +663,8 @@ def run_daemon(group: str = DEFAULT_GROUP, verbosity: int = 0) -> int:
     except ValueError as exc:
         print(f"vpnclient: VPNCLIENT_RETRANSMIT: {exc}", file=sys.stderr)
         return CODE_USAGE
-    daemon = Daemon(control.runtime_dir(), group, retransmit)
+    daemon = Daemon(control.runtime_dir() or control.daemon_socket_path().parent, group,
+                    retransmit, always_on.setting_path())
     try:
         return asyncio.run(daemon.run())
     except (RuntimeError, OSError) as exc:

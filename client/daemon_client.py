@@ -39,8 +39,11 @@ def _err(line: str) -> None:
 
 def candidate_sockets() -> list[Path]:
     """Where a server may listen: this user's runtime directory (the foreground engine
-    of root), then the daemon's."""
-    paths = [control.socket_path(), control.daemon_socket_path()]
+    of root), then the daemon's. A user without a runtime directory of their own
+    ($VPNCLIENT_RUNTIME_DIR, $XDG_RUNTIME_DIR) asks the daemon only."""
+    rdir = control.runtime_dir()
+    paths = [control.socket_path(rdir)] if rdir is not None else []
+    paths.append(control.daemon_socket_path())
     return list(dict.fromkeys(paths))
 
 
@@ -173,10 +176,8 @@ def cli_status(args: argparse.Namespace) -> int:
         client, _ = open_client()
         with client:
             reply = client.call("status")
-    except Unavailable:
-        reply = {"ok": True, "status": {"state": "disconnected"}}
-    except (OSError, ValueError):
-        reply = {"ok": True, "status": {"state": "disconnected"}}
+    except (Unavailable, OSError, ValueError):
+        reply = {"ok": True, "status": _status_without_server()}
     if not reply.get("ok"):
         _err(reply.get("error", "the VPN service refused the request"))
         return int(reply.get("code", CODE_FAILURE))
@@ -185,12 +186,14 @@ def cli_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
         return CODE_OK
     print(f"state: {status.get('state')}")
-    for key in ("profile", "gateway", "local_address", "virtual_ips", "dns", "routes",
+    for key in ("profile", "owner", "gateway", "local_address", "virtual_ips", "dns", "routes",
                 "ike_proposal", "esp_proposal", "established_at", "bytes_in", "bytes_out",
-                "last_error"):
+                "last_error", "blocked_since", "lift_with"):
         value = status.get(key)
         if value not in (None, [], ""):
             print(f"{key}: {', '.join(value) if isinstance(value, list) else value}")
+    if status.get("withheld"):  # another user's connection: the daemon says whose
+        print(f"details: withheld: {status['withheld']}")
     return CODE_OK
 
 
@@ -202,8 +205,8 @@ def cli_disconnect(args: argparse.Namespace) -> int:
     except Unavailable as exc:
         if "not running" not in str(exc):
             _err(str(exc))
-        elif _restore_after_crash():
-            print("restored the network configuration a crashed connection left behind")
+        elif (restored := _restore_after_crash()) is not None:
+            print(restored)
             return CODE_OK
         else:
             _err("not connected")
@@ -214,6 +217,8 @@ def cli_disconnect(args: argparse.Namespace) -> int:
     if not reply.get("ok"):
         _err(reply.get("error", "disconnect failed"))
         return int(reply.get("code", CODE_FAILURE))
+    if reply.get("lifted"):
+        print(KILL_SWITCH_LIFTED)
     if reply.get("server") != "daemon":
         # The foreground engine answers at once and removes its socket last: return
         # when the machine is restored, so that a script can rely on it.
@@ -223,15 +228,42 @@ def cli_disconnect(args: argparse.Namespace) -> int:
     return CODE_OK
 
 
-def _restore_after_crash() -> bool:
-    """Nothing is running: undo what a crashed run left (routes, DNS, a kill switch that
-    fails closed). `disconnect` is how a user asks for the network back without
-    connecting again. Only root can change it; True if there was something to undo."""
+KILL_SWITCH_LIFTED = "kill switch lifted: traffic outside the tunnel flows again"
+
+
+def _engine_dir() -> Path:
+    """Where an engine run by root keeps its journal and kill switch record."""
+    return control.runtime_dir() or control.daemon_socket_path().parent
+
+
+def _status_without_server() -> dict[str, Any]:
+    """No engine or daemon answers: disconnected, or blocked by a kill switch held."""
+    from .netconf import firewall
+
+    record = firewall.held(_engine_dir())
+    if record is None:
+        return {"state": "disconnected"}
+    return firewall.blocked_status(record)
+
+
+def _restore_after_crash() -> str | None:
+    """Nothing is running: undo what a crashed run left (routes, DNS) and lift a kill
+    switch held. `disconnect` is how a user asks for the network back without connecting
+    again. Only root can change it; None if there was nothing to undo."""
     if os.geteuid() != 0:
-        return False
+        return None
+    from .netconf import firewall
     from .netconf.journal import cleanup_stale
 
-    return cleanup_stale(control.runtime_dir())
+    rdir = _engine_dir()
+    restored = cleanup_stale(rdir)
+    killswitch = firewall.KillSwitch.adopt(rdir)
+    if killswitch.engaged:
+        killswitch.lift()
+        return KILL_SWITCH_LIFTED
+    if restored:
+        return "restored the network configuration a crashed connection left behind"
+    return None
 
 
 def cli_daemon(args: argparse.Namespace) -> int:

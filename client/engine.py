@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import pwd
 import random
 import signal
 import socket
@@ -18,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +45,12 @@ from .ikev2.ike_sa import IkeConfig, IkeSA, State
 from .ikev2.task_manager import RetransmitPolicy
 from .ikev2.tasks.ike_redirect import RedirectLimiter
 from .netconf import journal
+from .netconf.firewall import KillSwitch, blocked_status, held
+from .netconf.journal import NetconfError
+from .netconf.routes import DEFAULT_FWMARK
 from .profile import Profile
 from .roaming import Roamer
-from .tunnel import Tunnel, TunnelSettings
+from .tunnel import Tunnel, TunnelSettings, blocked_versions
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +77,23 @@ def exit_code_for(error: BaseException | None) -> int:
     return EXIT_FAILURE
 
 
+def _literal(host: str) -> str | None:
+    """`host` if it is an address literal (no lookup needed), else None."""
+    try:
+        return str(ip_address(host))
+    except ValueError:
+        return None
+
+
+def owner_of(uid: int) -> dict[str, Any]:
+    """The owner fields of a connection's status and kill switch record."""
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = str(uid)
+    return {"owner_uid": uid, "owner": name}
+
+
 @dataclass
 class Secrets:
     """What the user typed or the keyring holds; kept in memory only."""
@@ -91,6 +114,7 @@ class Engine:
         *,
         serve_control: bool = True,
         handle_signals: bool = True,
+        owner: dict[str, Any] | None = None,
     ) -> None:
         # The daemon hosts engines itself: it serves the control socket and owns the
         # signals, so it turns both off here.
@@ -104,7 +128,11 @@ class Engine:
         self.error = error or progress  # why the connection ended, when it failed
         self.loop: asyncio.AbstractEventLoop | None = None
         self.sa: IkeSA | None = None
-        self.tunnel = Tunnel(rdir)
+        # Who connects (the kill switch's record names them: only they or root lift it).
+        self.owner = owner if owner is not None else owner_of(os.getuid())
+        self.killswitch = KillSwitch(rdir)
+        self.lift_on_disconnect = True  # False: the daemon stops, the kill switch stays
+        self.tunnel = Tunnel(rdir, self.killswitch)
         self.socks: dict[str, socket.socket] = {}
         self.gateway: tuple[str, int] | None = None
         self.use_natt_port = False
@@ -136,7 +164,7 @@ class Engine:
             "virtual_ips": [], "dns": [], "routes": [], "ike_proposal": None,
             "esp_proposal": None, "established_at": None, "bytes_in": 0, "bytes_out": 0,
             "packets_in": 0, "packets_out": 0, "dropped_selector": 0, "rekeys": 0,
-            "roams": 0, "last_error": None,
+            "roams": 0, "last_error": None, "kill_switch": False,
         }
 
     # -- entry point ----------------------------------------------------------------
@@ -144,6 +172,7 @@ class Engine:
         self.loop = asyncio.get_running_loop()
         self.rdir.mkdir(parents=True, exist_ok=True, mode=0o700)
         journal.cleanup_stale(self.rdir)  # undo what a crashed earlier run left behind
+        self.killswitch.record = held(self.rdir) or {}  # but a kill switch stays
         server = None
         if self.serve_control:
             server = await control.serve(control.socket_path(self.rdir), self._on_control)
@@ -163,6 +192,12 @@ class Engine:
                 control.socket_path(self.rdir).unlink(missing_ok=True)
 
     async def _connect(self) -> int:
+        try:
+            await self._engage_kill_switch()
+        except NetconfError as exc:
+            self.status.update(state="failed", last_error=str(exc))
+            self.error(f"failed: {exc}")
+            return EXIT_FAILURE
         last = await self._connect_once()
         failures = 0
         while self._should_reconnect(last):
@@ -183,6 +218,53 @@ class Engine:
         if last is None:
             return EXIT_FAILURE
         return self._finish(last)
+
+    async def _engage_kill_switch(self) -> None:
+        """Before the first IKE packet: the kill switch of a profile that blocks, letting
+        the tunnel's own packets reach only the profile's gateway addresses. A profile
+        that does not block lifts one an earlier connect left (the user chose it)."""
+        block = blocked_versions(self.profile)
+        ks = self.killswitch
+        if not block:
+            if ks.engaged:
+                ks.lift()
+                self.progress("kill switch lifted: this profile does not block traffic")
+            return
+        # Engaged before any lookup, so that not even the gateway's name leaks: with the
+        # addresses known now (literals, those of an earlier run); each attempt lets its
+        # own through (_permit) once it is resolved, over the kill switch (_lookup).
+        self._resolved.update(ks.record.get("resolved", {}))
+        known = [ip_address(a) for a in (_literal(h) or self._resolved.get(h)
+                                         for h in self.profile.remote_addrs) if a]
+        ks.engage(block, self.profile.split_excluded, known,
+                  {"profile": self.profile.name, "uuid": self.profile.uuid, **self.owner},
+                  resolved=self._resolved)
+        self.status["kill_switch"] = True
+
+    def _permit(self, host: str, addr: str, redirected_from: str | None) -> None:
+        """Under the kill switch, IKE may go only where the profile points: one of its
+        gateways (failover, a name that now resolves elsewhere); a redirect elsewhere
+        is refused rather than let through."""
+        ks = self.killswitch
+        if not ks.engaged or ip_address(addr) in ks.allowed:
+            return
+        if redirected_from is not None and host not in self.profile.remote_addrs:
+            raise IkeError(f"redirect to {host} refused: the kill switch lets the tunnel "
+                           f"reach only the profile's gateways")
+        ks.allow([ip_address(addr)], {host: addr})
+
+    async def _lookup_fetch(self, host: str) -> str:
+        try:
+            return await self._lookup(host)
+        except PeerUnreachable as exc:  # the fetch fails, as if the responder were down
+            raise OSError(str(exc)) from None
+
+    def _permit_fetch(self, addr: str) -> None:
+        """A revocation fetch from a URL in the gateway's (verified) certificate."""
+        try:
+            self.killswitch.allow([ip_address(addr)])
+        except NetconfError as exc:  # the fetch fails, as if the responder were down
+            raise OSError(str(exc)) from None
 
     async def _connect_once(self) -> IkeSaClosed | None:
         """One IKE SA, trying the profile's addresses in turn; returns when it closes."""
@@ -274,6 +356,7 @@ class Engine:
         addr = await self._resolve(host, port)
         if self.disconnect_requested:
             return IkeSaClosed("connection attempt cancelled")
+        self._permit(host, addr, redirected_from)
         self.gateway = (addr, port)
         # Port 500 floats to 4500; any other port is already the NAT-T port (RFC 7296 2.23).
         natt_port = NATT_PORT if port == IKE_PORT else port
@@ -297,14 +380,32 @@ class Engine:
         self._pump()
         return await self.closed
 
+    async def _lookup(self, host: str, port: int = 0) -> str:
+        """A name's address: the system's resolver, or under the kill switch (which rejects
+        its queries, DNS leaks being leaks) our own marked query to the uplink's DNS
+        servers, let through for our marked packets alone (client/marked_dns.py)."""
+        assert self.loop is not None
+        ks = self.killswitch
+        if not ks.engaged or _literal(host):
+            return await transport.resolve(self.loop, host, port, self.profile.ipv6_transport)
+        from . import marked_dns  # only under the kill switch: dnspython is ~20 ms to load
+
+        servers = marked_dns.nameservers()
+        try:
+            ks.allow(servers)
+        except NetconfError as exc:
+            raise PeerUnreachable(f"cannot resolve {host}: {exc}") from None
+        return await marked_dns.lookup(self.loop, host, servers, self.profile.ipv6_transport,
+                                       DEFAULT_FWMARK)
+
     async def _resolve(self, host: str, port: int) -> str:
         assert self.loop is not None
         try:
-            addr = await transport.resolve(self.loop, host, port, self.profile.ipv6_transport)
+            addr = await self._lookup(host, port)
         except PeerUnreachable:
             # Reconnecting, DNS is out of reach: its servers are behind the lost tunnel,
             # or the kill switch rejects them. The address that worked will do.
-            if not self.reconnecting or host not in self._resolved:
+            if not (self.reconnecting or self.killswitch.engaged) or host not in self._resolved:
                 raise
             log.info("cannot resolve %s while reconnecting; using %s", host,
                      self._resolved[host])
@@ -485,7 +586,8 @@ class Engine:
         """Fetch and check revocation data (client/revocation.py) while the IKE SA waits;
         its verdict lets it go on or ends it."""
         assert self.loop is not None
-        checker = revocation.Checker(self.profile.revocation, self.rdir, sa.config.wall_clock)
+        checker = revocation.Checker(self.profile.revocation, self.rdir, sa.config.wall_clock,
+                                     permit=self._permit_fetch, resolve=self._lookup_fetch)
         started = self.loop.time()
 
         async def run() -> None:
@@ -644,7 +746,10 @@ class Engine:
         self.keepalive = self.loop.call_later(interval, tick)
 
     # -- control ----------------------------------------------------------------------
-    def request_disconnect(self) -> None:
+    def request_disconnect(self, lift: bool = True) -> None:
+        """End the connection; `lift` False keeps the kill switch blocking (the daemon
+        stops, which is not the user turning the VPN off)."""
+        self.lift_on_disconnect = self.lift_on_disconnect and lift
         if self.disconnect_requested:
             return
         self.disconnect_requested = True
@@ -677,6 +782,24 @@ class Engine:
             )
         return dict(self.status)
 
+    def _release_kill_switch(self) -> None:
+        """Lifted when the user asked for the end; else held, and `status` says so."""
+        ks = self.killswitch
+        if not ks.engaged:
+            return
+        try:
+            if self.disconnect_requested and self.lift_on_disconnect:
+                ks.lift()
+                self.status["kill_switch"] = False
+                return
+            ks.hold(self.status.get("last_error") or "the connection ended")
+        except NetconfError as exc:  # a failed transaction leaves the table as it was
+            log.error("%s", exc)
+        if ks.engaged:
+            self.status.update(blocked_status(ks.record))
+            self.error(f"kill switch on: traffic outside the tunnel stays blocked until "
+                       f"`{blocked_status(ks.record)['lift_with']}`")
+
     def _teardown(self) -> None:
         for task in self._revocation_tasks:
             task.cancel()
@@ -688,4 +811,5 @@ class Engine:
         self.tunnel.close()
         if self.loop is not None:
             self._close_sockets()
+        self._release_kill_switch()  # last: nothing leaks while the rest comes down
 

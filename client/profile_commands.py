@@ -262,3 +262,45 @@ def cmd_password(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     print(f"stored the {kind.label} of \"{p.name}\" in the keyring")
     return EXIT_OK
+
+
+def cmd_always_on(args: argparse.Namespace) -> int:
+    """`vpnclient always-on [PROFILE [--credentials FILE] [--all-users] | --off]`: root's
+    setting of a profile the daemon connects whenever it starts (client/always_on.py)."""
+    import os
+    from pathlib import Path
+
+    from . import always_on
+
+    path = always_on.setting_path()
+    if args.off or args.profile:
+        if os.geteuid() != 0:
+            _err("always-on is root's setting: run it as root")
+            return EXIT_FAILURE
+    if args.off:
+        path.unlink(missing_ok=True)
+        print("always-on off (the daemon's current connection, if any, stays up until "
+              "`vpnclient disconnect`)")
+        return EXIT_OK
+    if not args.profile:
+        try:
+            setting = always_on.load(path)
+        except always_on.AlwaysOnError as exc:
+            _err(str(exc))
+            return EXIT_USAGE
+        if setting is None:
+            print("always-on: off")
+        else:
+            print(f"always-on: \"{setting.profile.name}\" ({setting.profile.uuid}), "
+                  f"for {'all users' if setting.all_users else 'root only'}")
+        return EXIT_OK
+    try:
+        p = _find(args.profile)
+        always_on.save(path, p, Path(args.credentials) if args.credentials else None,
+                       args.all_users)
+    except (ProfileError, always_on.AlwaysOnError) as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    print(f"always-on: \"{p.name}\" ({p.uuid}) connects whenever the daemon starts "
+          f"(now: systemctl restart vpnclient)")
+    return EXIT_OK

@@ -20,9 +20,10 @@ import ipaddress
 import logging
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .ikev2.auth import revocation as rv
@@ -49,8 +50,13 @@ class FetchError(Exception):
 
 async def http_request(url: str, body: bytes | None = None,
                        content_type: str = "application/ocsp-request",
-                       mark: int = DEFAULT_FWMARK, timeout: float = FETCH_TIMEOUT) -> bytes:
-    """GET (or POST `body` to) a plain http:// URL; the body of a 200 answer."""
+                       mark: int = DEFAULT_FWMARK, timeout: float = FETCH_TIMEOUT,
+                       permit: Callable[[str], None] | None = None,
+                       resolve: Callable[[str], Awaitable[str]] | None = None) -> bytes:
+    """GET (or POST `body` to) a plain http:// URL; the body of a 200 answer. `permit`
+    is told the address before it is connected to (the kill switch lets it through);
+    `resolve`, if given, looks the host up instead of the system's resolver (which the
+    kill switch blocks)."""
     parts = urlsplit(url)
     if parts.scheme.lower() != "http" or not parts.hostname:
         raise FetchError(f"not an http URL: {url}")
@@ -64,8 +70,15 @@ async def http_request(url: str, body: bytes | None = None,
                     else socket.AF_INET
                 addr: tuple = (host, port)
             except ValueError:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-                family, _, _, _, addr = infos[0]
+                if resolve is not None:
+                    found = await resolve(host)
+                    family = socket.AF_INET6 if ":" in found else socket.AF_INET
+                    addr = (found, port)
+                else:
+                    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                    family, _, _, _, addr = infos[0]
+            if permit is not None:
+                permit(addr[0])
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
@@ -109,7 +122,9 @@ class Checker:
 
     def __init__(self, settings: dict[str, bool], rdir: Path | None,
                  clock: Callable[[], datetime], mark: int = DEFAULT_FWMARK,
-                 fetch: Callable[..., object] = http_request) -> None:
+                 fetch: Callable[..., object] = http_request,
+                 permit: Callable[[str], None] | None = None,
+                 resolve: Callable[[str], Awaitable[str]] | None = None) -> None:
         self.crl = settings.get("crl", True)
         self.ocsp = settings.get("ocsp", True)
         self.strict = settings.get("strict", False)
@@ -117,6 +132,12 @@ class Checker:
         self.clock = clock
         self.mark = mark
         self.fetch = fetch
+        self.permit = permit  # the kill switch: told where a fetch goes
+        self.resolve = resolve  # and who looks the host up
+
+    def _permit(self) -> dict[str, Any]:
+        hooks = {"permit": self.permit, "resolve": self.resolve}
+        return {k: v for k, v in hooks.items() if v is not None}
 
     @property
     def enabled(self) -> bool:
@@ -172,7 +193,8 @@ class Checker:
 
     async def _ocsp(self, link: rv.Link, url: str) -> rv.Status:
         nonce = secrets.token_bytes(rv.NONCE_LEN)
-        data = await self.fetch(url, rv.ocsp_request(link, nonce), mark=self.mark)
+        data = await self.fetch(url, rv.ocsp_request(link, nonce), mark=self.mark,
+                                **self._permit())
         status, _until = rv.ocsp_status(data, link, nonce, self.clock())
         log.info("OCSP %s: '%s' is %s", url, link.subject, status.value)
         return status
@@ -186,7 +208,7 @@ class Checker:
             except (OSError, rv.RevocationUnknown):
                 crl = None  # none yet, or past its nextUpdate: fetch anew
         if crl is None:
-            data = await self.fetch(url, mark=self.mark)
+            data = await self.fetch(url, mark=self.mark, **self._permit())
             crl = rv.load_crl(data, link.issuer, self.clock())
             self._store(path, data)
             log.info("fetched the CRL %s (next update %s)", url, crl.next_update_utc)

@@ -1,6 +1,6 @@
-"""The tunnel on this machine: TUN device, routes, DNS, kill switch and data plane of an
-established CHILD_SA, what they are configured with, and their bring-up, move and
-teardown."""
+"""The tunnel on this machine: TUN device, routes, DNS and data plane of an established
+CHILD_SA (and the kill switch's way through it), what they are configured with, and
+their bring-up, move and teardown."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .esp.sa import EspInbound, EspOutbound
 from .esp.selectors import InboundPolicy
 from .ikev2.events import ChildSaEstablished, ChildSaKeys, ChildSaRekeyed, IpInterface, IpNetwork
 from .netconf.dns import DnsManager
-from .netconf.firewall import Firewall
+from .netconf.firewall import KillSwitch
 from .netconf.routes import RouteManager
 from .profile import Profile
 from .tun import TunDevice
@@ -78,15 +78,16 @@ def esp_sas(k: ChildSaKeys) -> tuple[EspOutbound, EspInbound]:
 
 
 class Tunnel:
-    """The TUN device, routes, DNS, kill switch and data plane of one established
+    """The TUN device, routes, DNS and data plane of one established
     CHILD_SA, and the ESP SAs the data plane uses."""
 
-    def __init__(self, rdir: Path) -> None:
+    def __init__(self, rdir: Path, killswitch: KillSwitch) -> None:
         self.rdir = rdir  # where the netconf journal and saved DNS state live
+        # Engaged and lifted by the engine, not here: it outlives the tunnel (fail closed).
+        self.killswitch = killswitch
         self.tun: TunDevice | None = None
         self.routes: RouteManager | None = None
         self.dns: DnsManager | None = None
-        self.firewall: Firewall | None = None
         self.dataplane: DataPlane | None = None
         # ESP SAs of the tunnel and their traffic selectors by inbound SPI, and the one
         # our packets leave on.
@@ -96,12 +97,13 @@ class Tunnel:
     def open(self, s: TunnelSettings, loop: asyncio.AbstractEventLoop,
              send_esp: Callable[[bytes], None],
              natt_socket: Callable[[], socket.socket | None]) -> None:
-        """TUN device, kill switch, routes and DNS; the data plane is created but not
+        """TUN device, routes and DNS; the data plane is created but not
         started, so the caller installs the first ESP SAs before packets flow."""
         self.tun = TunDevice.open(mtu=s.mtu)
-        # The kill switch first: a missing nft fails the connect before anything else
-        # changed. It stays until close(), whatever the tunnel's IKE SAs do meanwhile.
-        self._apply_firewall(s)
+        # The kill switch, engaged since before the first IKE packet, now lets the
+        # tunnel's own device through.
+        if s.block:
+            self.killswitch.attach(self.tun.name)
         self.routes = RouteManager(self.tun.name, runtime_dir=self.rdir)
         self.routes.apply(s.vips, s.routes, s.excluded, s.mtu)
         if s.dns:
@@ -115,8 +117,6 @@ class Tunnel:
         """Reconfigure the open tunnel for `s`: the TUN device and kill switch stay;
         addresses, routes and DNS are redone only where they differ from `old`."""
         assert self.tun is not None and self.routes is not None
-        if old is None or (s.block, s.excluded) != (old.block, old.excluded):
-            self._apply_firewall(s)  # an atomic replacement: never a gap
         if old is None or (s.vips, s.routes) != (old.vips, old.routes):
             self.routes.restore()
             self.routes.apply(s.vips, s.routes, s.excluded, s.mtu)
@@ -126,15 +126,6 @@ class Tunnel:
             if s.dns:
                 self.dns = self.dns or DnsManager(self.rdir)
                 self.dns.apply(s.dns, s.domains, self.tun.name)
-
-    def _apply_firewall(self, s: TunnelSettings) -> None:
-        assert self.tun is not None
-        if not s.block:
-            if self.firewall is not None:
-                self.firewall.restore()
-            return
-        self.firewall = self.firewall or Firewall(self.tun.name, runtime_dir=self.rdir)
-        self.firewall.apply(s.block, s.excluded)
 
     # -- ESP SAs ------------------------------------------------------------------------
     def install_child(self, ev: ChildSaEstablished) -> bool:
@@ -185,12 +176,10 @@ class Tunnel:
             ("DNS", lambda: self.dns and self.dns.restore()),
             ("routes", lambda: self.routes and self.routes.restore()),
             ("TUN device", lambda: self.tun and self.tun.close()),
-            # Last: nothing leaks while the rest comes down.
-            ("kill switch", lambda: self.firewall and self.firewall.restore()),
         )
         for what, step in steps:
             try:
                 step()
             except Exception:
                 log.exception("restoring %s failed", what)
-        self.dataplane = self.dns = self.routes = self.tun = self.firewall = None
+        self.dataplane = self.dns = self.routes = self.tun = None

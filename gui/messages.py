@@ -14,6 +14,7 @@ STATE_LABELS = {
     "reconnecting": "Reconnecting…",
     "disconnecting": "Disconnecting…",
     "failed": "Connection failed",
+    "blocked": "Not connected: traffic blocked",
 }
 # The icon of each connection state (icons/<name>.svg).
 STATE_ICONS = {
@@ -23,14 +24,24 @@ STATE_ICONS = {
     "connected": "connected",
     "reconnecting": "reconnecting",
     "failed": "error",
+    "blocked": "blocked",  # the kill switch holds: nothing leaves outside the tunnel
 }
-ICON_STATES = ("disconnected", "connecting", "connected", "reconnecting", "error")
+ICON_STATES = ("disconnected", "connecting", "connected", "reconnecting", "error", "blocked")
 
 
 @dataclass(frozen=True)
 class Message:
     title: str
     text: str
+
+
+def blocked(status: dict) -> Message:
+    """The kill switch holds after a connection ended: why, and the one way out."""
+    reason = status.get("blocked_reason") or status.get("last_error") or "the connection ended"
+    return Message("Traffic is blocked: the VPN is not connected",
+                   f"The kill switch of {status.get('profile') or 'the VPN profile'} keeps "
+                   f"everything outside the tunnel blocked ({reason}). Connect again, or "
+                   "choose Disconnect to lift it.")
 
 
 def failure(reason: str | None, error: str | None) -> Message:

@@ -24,6 +24,7 @@ from .messages import (
     STATE_ICONS,
     STATE_LABELS,
     Message,
+    blocked,
     daemon_problem,
     failure,
 )
@@ -124,8 +125,10 @@ class TrayApp(QObject):
         self.connect_action.setEnabled(self.link.up and not self._busy()
                                        and self._selected() is not None)
         self.connect_action.triggered.connect(self.connect_selected)
+        # Disconnect also lifts a kill switch left holding (state "blocked").
         self.disconnect_action = m.addAction("Disconnect")
-        self.disconnect_action.setEnabled(self.link.up and self._busy())
+        self.disconnect_action.setEnabled(self.link.up and (
+            self._busy() or self.status.get("state") == "blocked"))
         self.disconnect_action.triggered.connect(self.disconnect)
         m.addSeparator()
         m.addAction("Import profile…").triggered.connect(self.open_import_dialog)
@@ -189,6 +192,8 @@ class TrayApp(QObject):
                 text += f"\nUp {self.status_window._uptime(s.get('established_at'))}"
             if state == "failed" and s.get("last_error"):
                 text += f"\n{s['last_error']}"
+            if state == "blocked":
+                text += f"\n{s.get('blocked_reason') or ''}\nDisconnect lifts the kill switch"
         if self.tray.toolTip() != text:
             self.tray.setToolTip(text)
 
@@ -253,6 +258,8 @@ class TrayApp(QObject):
                                 f"{self.status.get('profile')}: your address is {vips}"))
         if "code" in event:  # the connection ended
             self._on_ended(event)
+        if state == "blocked":
+            self.notify(blocked(self.status), Critical)
         self.rebuild_menu()
 
     def _on_ended(self, event: dict[str, Any]) -> None:

@@ -115,10 +115,12 @@ def cleanup_stale(runtime_dir: Path) -> bool:
         log.info("netconf journal belongs to running process %d; not touching it", pid)
         return False
     log.warning("restoring network configuration left by a previous run (pid %s)", pid)
-    # The kill switch goes last: nothing leaks while the rest is being undone.
+    # The kill switch is not undone here: it fails closed (firewall.KillSwitch), and
+    # the next start adopts it. A "firewall" entry is an older version's, which did.
+    held = (Path(runtime_dir) / firewall.RECORD).exists()
     for key, undo in (("routes", routes.undo), ("dns", dns.undo),
                       ("firewall", firewall.undo)):
-        if key in data:
+        if key in data and not (key == "firewall" and held):
             try:
                 undo(data[key])
             except Exception:  # keep going: restore as much as possible

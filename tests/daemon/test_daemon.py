@@ -11,7 +11,9 @@ import argparse
 import encodings.utf_8_sig  # noqa: F401 - the profile parser needs it in the children
 import json
 import os
+import secrets
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,10 @@ from client import (
 )
 from client.control import ControlClient
 from tests.lab.checks import wait_gateway_delete
+from tests.lab.gateway import SCENARIOS
 from tests.lab.profiles import make_profile
+from tests.lab.topology import ping, python_env
+from tests.lab.traffic import silenced_gateway
 
 from .users import AsUser, as_user
 
@@ -65,6 +70,20 @@ def cli(command: str, argv: dict[str, Any], rdir: str) -> int:
     os.environ["VPNCLIENT_RUNTIME_DIR"] = rdir
     entry = getattr(daemon_client, f"cli_{command}")
     return entry(argparse.Namespace(**argv))
+
+
+def cli_without_runtime_dir() -> dict:
+    """status, disconnect and a raw request with neither runtime directory set."""
+    for name in ("VPNCLIENT_RUNTIME_DIR", "XDG_RUNTIME_DIR"):
+        os.environ.pop(name, None)
+    codes = {"status": daemon_client.cli_status(argparse.Namespace(json=True)),
+             "disconnect": daemon_client.cli_disconnect(argparse.Namespace())}
+    try:
+        control.request("status", timeout=2)
+        codes["request"] = "answered"
+    except OSError as exc:
+        codes["request"] = type(exc).__name__
+    return codes
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -139,6 +158,154 @@ def test_member_connects_through_the_daemon_and_sees_events(clean_lab, daemon, u
     assert_clean(lab, daemon, log_offset)
 
 
+def test_a_connection_belongs_to_the_member_who_made_it(clean_lab, daemon, users) -> None:
+    """Another member sees that a tunnel is up and whose, nothing more, and cannot end it;
+    the owner and root can."""
+    lab = clean_lab
+    sock = str(daemon.socket)
+    owner, other = users.member, users.other
+    reply, _ = as_user(owner, call_once, sock, "connect",
+                       {"profile": lab_profile(lab), "secrets": {"password": lab.secret(CONN)}})
+    assert reply["ok"], f"{reply}\n{daemon.log()}"
+    assert reply["status"]["owner"] == owner.name and reply["status"]["virtual_ips"], reply
+
+    seen, _ = as_user(other, call_once, sock, "status", {})
+    status = seen["status"]
+    assert status["state"] == "connected" and status["profile"] == "lab eap-mschapv2", status
+    assert status["owner"] == owner.name and owner.name in status["withheld"], status
+    details = ("virtual_ips", "dns", "routes", "gateway", "local_address", "local_id",
+               "remote_id", "ike_proposal")
+    assert not any(status[k] for k in details), status
+    assert lab.secret(CONN) not in json.dumps(seen)
+    subscribed, _ = as_user(other, call_once, sock, "subscribe", {})
+    assert subscribed["log"] == [] and not subscribed["status"]["virtual_ips"], subscribed
+    refused, _ = as_user(other, call_once, sock, "disconnect", {"wait": True})
+    assert refused["ok"] is False and refused["reason"] == "not-owner", refused
+    assert f"'{owner.name}'" in refused["error"], refused
+    code, output = as_user(other, cli, "disconnect", {}, str(daemon.rdir))
+    assert code == 1 and owner.name in output, output
+    assert daemon.status()["state"] == "connected" and lab.ping(count=2).ok
+
+    mine, _ = as_user(owner, call_once, sock, "subscribe", {})
+    assert mine["status"]["virtual_ips"] and any(
+        "IKE_AUTH" in e["message"] for e in mine["log"]), mine
+    assert daemon.status()["local_id"], daemon.status()  # root sees everything
+    reply, _ = as_user(owner, call_once, sock, "disconnect", {"wait": True})
+    assert reply["ok"], reply
+    assert daemon.status()["state"] == "disconnected"
+    assert lab.leftovers() == [], daemon.log()
+
+
+def test_a_held_kill_switch_is_its_owners_to_lift(clean_lab, start_daemon, users) -> None:
+    """The gateway goes away (reconnect off): the daemon holds the member's kill switch
+    (state blocked), also across its own SIGKILL and restart; the other member can
+    neither lift it nor connect over it; the owner lifts it with disconnect."""
+    lab = clean_lab
+    daemon = start_daemon({"VPNCLIENT_RETRANSMIT": "timeout=0.5,base=1.5,tries=3"})
+    sock = str(daemon.socket)
+    owner, other = users.member, users.other
+    outside = SCENARIOS["eap-md5"].addr  # reached in clear, outside the tunnel
+    profile = {**lab_profile(lab, "reconnect"), "kill-switch": True, "dpd": 3,
+               "reconnect": {"auto": False}}
+    reply, _ = as_user(owner, call_once, sock, "connect",
+                       {"profile": profile, "secrets": {"password": lab.secret("reconnect")}})
+    assert reply["ok"], f"{reply}\n{daemon.log()}"
+    with silenced_gateway(lab, SCENARIOS["reconnect"].addr):
+        status = daemon.wait_state("blocked", timeout=40)
+    assert status["owner"] == owner.name and status["lift_with"] == "vpnclient disconnect"
+    assert not ping(lab.client_ns, outside, count=1).ok
+
+    daemon.proc.kill()
+    daemon.proc.wait(10)
+    daemon.start()
+    seen, _ = as_user(other, call_once, sock, "status", {})
+    assert seen["status"]["state"] == "blocked", seen
+    assert seen["status"]["owner"] == owner.name, seen
+    for command, args in (("disconnect", {}),
+                          ("connect", {"profile": lab_profile(lab),
+                                       "secrets": {"password": lab.secret(CONN)}})):
+        refused, _ = as_user(other, call_once, sock, command, args)
+        assert refused["reason"] == "not-owner", (command, refused)
+        assert f"'{owner.name}'" in refused["error"], refused
+    assert not ping(lab.client_ns, outside, count=1).ok, daemon.log()
+
+    code, output = as_user(owner, cli, "disconnect", {}, str(daemon.rdir))
+    assert code == 0 and "kill switch lifted" in output, output + daemon.log()
+    assert daemon.status()["state"] == "disconnected"
+    assert ping(lab.client_ns, outside, count=1).ok, daemon.log()
+    assert lab.leftovers() == [], daemon.log()
+
+
+def kill_switch_up(lab) -> bool:
+    return "vpnclient" in lab.client_ns.run(["nft", "list", "tables"]).stdout
+
+
+def wait_for(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_always_on_blocks_from_the_start_and_survives_a_reboot(clean_lab, start_daemon,
+                                                              users) -> None:
+    """`vpnclient always-on`: the daemon connects the profile when it starts, with the
+    kill switch engaged before the gateway answers, retries until it does, comes up
+    again after a (simulated) reboot, and ends only when a member disconnects it."""
+    lab = clean_lab
+    conf = Path(lab.dir, "always-on", secrets.token_hex(3))
+    conf.mkdir(parents=True, mode=0o700)
+    profile = {**lab_profile(lab, "reconnect"), "kill-switch": True}
+    (conf / f"{profile['uuid']}.vpnprofile").write_text(json.dumps(profile))
+    creds = conf / "always-on.credentials"
+    creds.write_text(lab.secret("reconnect") + "\n")
+    env = {"VPNCLIENT_CONFIG_DIR": str(conf),
+           "VPNCLIENT_RETRANSMIT": "timeout=0.5,base=1.5,tries=3"}
+
+    def set_always_on(*args: str):
+        return lab.client_ns.run([sys.executable, "-m", "client.cli", "always-on", *args],
+                                 check=False, env={**python_env(), **env})
+    creds.chmod(0o644)
+    refused = set_always_on(profile["uuid"], "--credentials", str(creds), "--all-users")
+    assert refused.returncode == 2 and "chmod 600" in refused.stderr, refused.stderr
+    creds.chmod(0o600)
+    result = set_always_on(profile["uuid"], "--credentials", str(creds), "--all-users")
+    assert result.returncode == 0, result.stderr
+    assert lab.secret("reconnect") not in (conf / "always-on.json").read_text()
+
+    outside = SCENARIOS["eap-md5"].addr
+    with silenced_gateway(lab, SCENARIOS["reconnect"].addr):
+        daemon = start_daemon(env)
+        wait_for(lambda: kill_switch_up(lab), 10, "no kill switch at start\n" + daemon.log())
+        assert daemon.status()["state"] in ("connecting", "blocked"), daemon.log()
+        assert daemon.status()["owner"] == "all users"
+        assert not ping(lab.client_ns, outside, count=1).ok
+    daemon.wait_state("connected", timeout=60)
+    assert lab.ping(count=2).ok, daemon.log()
+    assert not ping(lab.client_ns, outside, count=1).ok
+
+    # A reboot: the daemon dies, the kernel's table goes with the machine and so does
+    # the record in /run (the network's own files the boot rewrites; here the crash
+    # journal puts them back).
+    daemon.proc.kill()
+    daemon.proc.wait(10)
+    lab.client_ns.run(["nft", "delete", "table", "inet", "vpnclient"])
+    (daemon.rdir / "killswitch.json").unlink()
+    daemon.start()
+    wait_for(lambda: kill_switch_up(lab), 10, "no kill switch after reboot\n" + daemon.log())
+    daemon.wait_state("connected", timeout=60)
+    assert lab.ping(count=2).ok, daemon.log()
+
+    # Every member may end it (--all-users); then it stays down and the network is free.
+    code, output = as_user(users.other, cli, "disconnect", {}, str(daemon.rdir))
+    assert code == 0, output + daemon.log()
+    assert daemon.status()["state"] == "disconnected"
+    assert not kill_switch_up(lab) and ping(lab.client_ns, outside, count=1).ok
+    time.sleep(3)
+    assert daemon.status()["state"] == "disconnected", daemon.log()
+    assert lab.leftovers() == [], daemon.log()
+
+
 def test_wrong_password_is_code_3(clean_lab, daemon, users) -> None:
     reply, _ = as_user(users.member, call_once, str(daemon.socket), "connect",
                        {"profile": lab_profile(clean_lab), "secrets": {"password": "wrong"}})
@@ -197,6 +364,39 @@ def test_a_profile_the_daemon_rejects_names_the_key(clean_lab, daemon, users) ->
     assert lab.leftovers() == [], daemon.log()
 
 
+def test_no_control_socket_under_tmp(users, tmp_path) -> None:
+    """Without XDG_RUNTIME_DIR a user's commands go to the daemon's socket only: a
+    listener another user planted where the old fallback was hears nothing."""
+    user = users.member
+    planted: list[socket.socket] = []
+    old = Path(f"/tmp/vpnclient-{user.uid}")  # the fallback that was: $TMP/vpnclient-UID
+    bases = (old, old / "vpnclient")
+    for base in bases:
+        base.mkdir(exist_ok=True)
+        base.chmod(0o777)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        path = base / control.SOCKET_NAME
+        path.unlink(missing_ok=True)
+        listener.bind(str(path))
+        path.chmod(0o777)
+        listener.listen(8)
+        listener.setblocking(False)
+        planted.append(listener)
+    try:
+        codes, output = as_user(user, cli_without_runtime_dir)
+        assert codes["request"] == "FileNotFoundError", (codes, output)
+        assert codes["status"] == 0 and '"disconnected"' in output, output
+        for listener in planted:
+            with pytest.raises(BlockingIOError):
+                listener.accept()  # nobody ever connected
+    finally:
+        for listener in planted:
+            listener.close()
+        for base in reversed(bases):
+            (base / control.SOCKET_NAME).unlink(missing_ok=True)
+            base.rmdir()
+
+
 # -- robustness ------------------------------------------------------------------------
 def test_a_client_that_drops_mid_request_leaves_the_daemon_healthy(
         clean_lab, daemon, users) -> None:
@@ -232,6 +432,8 @@ def test_a_client_that_drops_mid_request_leaves_the_daemon_healthy(
     stalled.connect(sock)
     stalled.sendall(b'{"version": 1, "command": "subscribe"}\n')
     reply, _ = as_user(users.member, call_once, sock, "disconnect", {"wait": True})
+    assert reply["reason"] == "not-owner" and "'root'" in reply["error"], reply
+    reply = daemon.call("disconnect", wait=True)
     stalled.close()
     assert reply["ok"], reply
     assert daemon.status()["state"] == "disconnected"

@@ -35,6 +35,7 @@ class TestUsers:
     group: str
     member: User
     outsider: User
+    other: User  # a second member: one member's connection is not the other's
 
 
 def _run(argv: list[str]) -> None:
@@ -53,18 +54,19 @@ def _user(name: str) -> User:
 
 @contextlib.contextmanager
 def test_users() -> Iterator[TestUsers]:
-    """A group, a member of it and a user outside it; all removed afterwards."""
+    """A group, two members of it and a user outside it; all removed afterwards."""
     tag = secrets.token_hex(3)
     group, member, outsider = f"vpnct{tag}", f"vpnct{tag}m", f"vpnct{tag}o"
+    other = f"vpnct{tag}b"
     made: list[list[str]] = []
     try:
         _run(["groupadd", "--system", group])
         made.append(["groupdel", group])
-        for name, extra in ((member, ["-G", group]), (outsider, [])):
+        for name, extra in ((member, ["-G", group]), (outsider, []), (other, ["-G", group])):
             _run(["useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
                   "--shell", "/usr/sbin/nologin", "--user-group", *extra, name])
             made.insert(0, ["userdel", name])
-        yield TestUsers(group, _user(member), _user(outsider))
+        yield TestUsers(group, _user(member), _user(outsider), _user(other))
     finally:
         # --user-group made a group per user; userdel removes it with the user. Retried:
         # another useradd/userdel on the machine holds the passwd lock for a moment.

@@ -268,3 +268,46 @@ def test_wrong_password_shows_the_right_message(qtbot, desktop, clean_lab, gui_d
         assert lab.leftovers() == []
     finally:
         tray.quit()
+
+
+@pytest.mark.interop
+def test_a_kill_switch_left_holding_shows_blocked_and_disconnect_lifts_it(
+        qtbot, desktop, artifacts, clean_lab, tmp_path) -> None:
+    """The gateway goes away with reconnect off: the tray shows `blocked` (its own icon,
+    a notification saying why and what lifts it), and its Disconnect lifts it."""
+    from tests.daemon.conftest import DaemonProcess
+    from tests.lab.gateway import SCENARIOS
+    from tests.lab.topology import ping
+    from tests.lab.traffic import silenced_gateway
+
+    lab = clean_lab
+    workdir = Path(lab.dir, "g", "ks" + str(int(time.monotonic() * 1000) % 100000))
+    workdir.mkdir(parents=True)
+    daemon = DaemonProcess(lab, workdir, "vpnclient",
+                           {"VPNCLIENT_RETRANSMIT": "timeout=0.5,base=1.5,tries=3"}).start()
+    tray = make_tray(tmp_path, daemon.socket)
+    outside = SCENARIOS["eap-md5"].addr
+    try:
+        qtbot.waitUntil(lambda: tray.link.up, timeout=10000)
+        profile = {**make_profile(lab.pki, "reconnect"), "kill-switch": True, "dpd": 3,
+                   "reconnect": {"auto": False}}
+        reply = daemon.call("connect", profile=profile,
+                            secrets={"password": lab.secret("reconnect")})
+        assert reply["ok"], reply
+        qtbot.waitUntil(lambda: tray.icon_state == "connected", timeout=10000)
+        with silenced_gateway(lab, SCENARIOS["reconnect"].addr):
+            qtbot.waitUntil(lambda: tray.icon_state == "blocked", timeout=40000)
+        assert "Traffic is blocked: the VPN is not connected" in titles(tray)
+        assert "Disconnect lifts the kill switch" in tray.tray.toolTip()
+        crop_tray(desktop, tray, artifacts / "tray-blocked-live.png")
+        assert not ping(lab.client_ns, outside, count=1).ok
+        disconnect = action(tray, "Disconnect")
+        assert disconnect.isEnabled()
+        disconnect.trigger()
+        qtbot.waitUntil(lambda: tray.status.get("state") == "disconnected", timeout=10000)
+        assert tray.icon_state == "disconnected"
+        assert ping(lab.client_ns, outside, count=1).ok
+        assert lab.leftovers() == [], daemon.log()
+    finally:
+        tray.quit()
+        daemon.stop()

@@ -184,3 +184,24 @@ def test_gateway_redirects_the_established_session(edge_lab, edge_client) -> Non
 
     problems = disconnect(lab, client, "redirect")
     assert problems == [], "\n".join(problems) + client.log_tail()
+
+
+def test_under_the_kill_switch_a_redirect_elsewhere_is_refused(edge_lab, edge_client) -> None:
+    """The kill switch lets the tunnel reach only the profile's gateways: a redirect to
+    another is refused (GW2 never hears from us) and traffic stays blocked."""
+    lab = edge_lab
+    client = edge_client({"VPNCLIENT_RETRANSMIT": QUICK_RETRANSMIT})
+    client.connect(lab.profile("redirect", **{"kill-switch": True, "reconnect": {"auto": False}}),
+                   lab.secret("redirect"), timeout=30)
+    assert lab.ping().ok, client.log_tail()
+    gw2_offset = lab.gw2.log_size()
+    result = lab.gw1.swanctl(["--redirect", "--ike", "redirect", "--gateway", GW2_ADDR])
+    assert "redirect completed successfully" in result.stdout, result.stdout + result.stderr
+    client.wait_exit(30)
+    assert f"redirect to {GW2_ADDR} refused" in client.log_text(), client.log_tail()
+    assert "IKE_SA_INIT" not in lab.gw2.log_since(gw2_offset)
+    assert not lab.gw2.sas_for("redirect")
+    assert "vpnclient" in lab.client_ns.run(["nft", "list", "tables"]).stdout
+    lifted = client.run("disconnect")
+    assert lifted.returncode == 0 and "kill switch lifted" in lifted.stdout, lifted.stderr
+    assert lab.leftovers() == [], client.log_tail()

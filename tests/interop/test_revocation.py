@@ -148,3 +148,36 @@ def test_responder_down_refuses_only_when_strict(clean_lab, new_client, run_clie
     client = run_client(_profile(clean_lab, "lax"), secret_for(SCENARIO, clean_lab.pki))
     assert "revocation status unknown" in client.log_text()
     client.disconnect()
+
+
+def test_a_crl_elsewhere_is_fetched_through_the_kill_switch(clean_lab, run_client,
+                                                            rev) -> None:
+    """With the kill switch on and revocation strict, a CRL on another host, named by
+    DNS, is still fetched (its name resolved and its address let through for the
+    engine's marked packets), while everything else to that host stays rejected."""
+    from tests.interop.test_kill_switch import OUTSIDE4, lab_dns, queries, rejected
+
+    lab = clean_lab
+    name, port = "crl.lab.example", 8082
+    cred = lab.pki.issue_gateway("rev-elsewhere", f"C=CH, O=vpnclient lab, CN={GATEWAY_ID}",
+                                 [GATEWAY_ID, *GATEWAY_IPS],
+                                 crl_url=f"http://{name}:{port}/ca.crl")
+    server = lab.gw_ns.popen([sys.executable, "-m", "http.server", "-b", OUTSIDE4, "-d",
+                              str(rev.dir / "www"), str(port)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        rev._wait_listening(lab.gw_ns, {port})
+        rev.use(cred)
+        profile = make_profile(lab.pki, SCENARIO)
+        profile["remote"]["revocation"] = {"crl": True, "ocsp": False, "strict": True}
+        profile["kill-switch"] = True
+        path = write_profile(Path(lab.dir, "rev-kill-switch.json"), profile)
+        with lab_dns(lab, Path(lab.dir, "rev-dns.log"), **{name: OUTSIDE4}) as log:
+            client = run_client(path, secret_for(SCENARIO, lab.pki), timeout=30)
+            assert "is good" in client.log_text(), client.log_tail()
+            assert any(name in q for q in queries(log)), queries(log)
+        assert rejected(lab.ping(OUTSIDE4, count=1)), client.log_tail()
+        client.disconnect()
+    finally:
+        server.terminate()
+        server.wait(5)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,3 +109,76 @@ def silenced_gateway(lab: Lab, gateway_addr: str) -> Iterator[None]:
     finally:
         for rule in rules:
             lab.gw_ns.run(["iptables", "-w", "-D", *rule, "-j", "DROP"], check=False)
+
+
+# -- leak probes ------------------------------------------------------------------------
+# A listener on the far side records what really arrived, so a leak test does not rest
+# on what the client side believes it sent.
+_LISTENER = r"""
+import selectors, socket, sys
+addr, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); udp.bind((addr, port))
+tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); tcp.bind((addr, port)); tcp.listen(8)
+sel = selectors.DefaultSelector()
+sel.register(udp, selectors.EVENT_READ, "udp"); sel.register(tcp, selectors.EVENT_READ, "tcp")
+print("ready", flush=True)
+with open(out, "a", buffering=1) as log:
+    while True:
+        for key, _ in sel.select():
+            if key.data == "udp":
+                data, peer = udp.recvfrom(2048)
+                log.write(f"udp {peer[0]} {data[:64].decode(errors='replace')}\n")
+            else:
+                conn, peer = tcp.accept()
+                log.write(f"tcp {peer[0]}\n")
+                conn.close()
+"""
+_PROBE = r"""
+import socket, sys
+addr, port, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(tag.encode(), (addr, port))
+except OSError as e:
+    print("udp", e)
+try:
+    socket.create_connection((addr, port), timeout=1.5).close(); print("tcp connected")
+except OSError as e:
+    print("tcp", e)
+"""
+
+
+class FarListener:
+    """UDP and TCP on `addr`:`port` in `ns` (the far side of the client's uplink)."""
+
+    def __init__(self, ns, addr: str, port: int, out: str) -> None:
+        self.out = out
+        self.proc = ns.popen([sys.executable, "-c", _LISTENER, addr, str(port), out],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+
+    def received(self) -> list[str]:
+        try:
+            with open(self.out) as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait(5)
+
+
+@contextmanager
+def far_listener(ns, addr: str, port: int, out: str) -> Iterator[FarListener]:
+    listener = FarListener(ns, addr, port, out)
+    try:
+        yield listener
+    finally:
+        listener.stop()
+
+
+def probe(ns, addr: str, port: int, tag: str) -> str:
+    """One UDP datagram (payload `tag`) and one TCP connect from `ns`; what it saw."""
+    return ns.run([sys.executable, "-c", _PROBE, addr, str(port), tag], check=False,
+                  timeout=15).stdout

@@ -1,18 +1,19 @@
 """The kill switch (client/netconf/firewall.py): the ruleset per profile option, and for
-real in a namespace: what it lets out and what it rejects, removal, a missing or failing
-nft, and the crash journal."""
+real in a namespace: what it lets out and what it rejects, holding and lifting it, a
+missing or failing nft, and a crash (which does not lift it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 
 import pytest
 
-from client.netconf import firewall, journal
-from client.netconf.firewall import Firewall, NetconfError, ruleset
+from client.netconf import firewall
+from client.netconf.firewall import KillSwitch, NetconfError, ruleset
 from client.profile import profile_from_dict
 from client.tunnel import blocked_versions
 from tests.unit.test_netconf import REPO, netns, ns_python, run_in
@@ -29,10 +30,10 @@ def rules(text: str, chain: str) -> list[str]:
 
 
 def test_kill_switch_rejects_both_versions_outside_the_tunnel() -> None:
-    text = ruleset("vpn0", {4, 6}, EXCLUDED)
+    text = ruleset("vpn0", {4, 6}, EXCLUDED, allowed=[ip_address("192.0.2.1")])
     out = rules(text, "output")
     assert out[:3] == ['oifname "lo" accept', 'oifname "vpn0" accept',
-                       "meta mark 0x00005650 accept"]
+                       "meta mark 0x00005650 ip daddr { 192.0.2.1 } accept"]
     assert out[-2:] == ["meta nfproto ipv4 reject with icmpx type admin-prohibited",
                         "meta nfproto ipv6 reject with icmpx type admin-prohibited"]
     # The link keeps working: DHCP, DHCPv6, neighbour discovery; excluded subnets go out.
@@ -89,12 +90,27 @@ def test_profile_options_select_the_blocked_versions(extra: dict, versions: set)
     assert blocked_versions(profile) == versions
 
 
+GATEWAY = ip_address("192.0.2.1")
+OWNER = {"profile": "t", "uuid": "2b5a0e4e-3f1a-4e55-9d7e-1c2d3e4f5a6b",
+         "owner_uid": 1000, "owner": "alice"}
+
+
+def test_marked_packets_may_reach_only_the_allowed_addresses() -> None:
+    text = ruleset(None, {4, 6}, (), allowed=[GATEWAY, ip_address("2001:db8::1")])
+    out = rules(text, "output")
+    assert "meta mark 0x00005650 ip daddr { 192.0.2.1 } accept" in out
+    assert "meta mark 0x00005650 ip6 daddr { 2001:db8::1 } accept" in out
+    assert not any(r.startswith("meta mark") and "daddr" not in r for r in out), out
+    # No tunnel yet (connecting) or any more (held): no interface is let through.
+    assert not any("oifname \"vpn" in r or "iifname" in r for r in text.splitlines())
+
+
 def test_missing_nft_fails_naming_the_kill_switch_and_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(firewall.shutil, "which", lambda name: None)
-    fw = Firewall("vpn0", runtime_dir=tmp_path)
+    ks = KillSwitch(tmp_path)
     with pytest.raises(NetconfError, match=r"kill switch: nft not found .*nftables"):
-        fw.apply({4, 6})
-    assert not (tmp_path / journal.FILENAME).exists()
+        ks.engage({4, 6}, [], [GATEWAY], OWNER)
+    assert not ks.engaged and not (tmp_path / firewall.RECORD).exists()
 
 
 def test_failing_nft_fails_naming_the_kill_switch_and_forgets_it(tmp_path, monkeypatch):
@@ -109,10 +125,10 @@ def test_failing_nft_fails_naming_the_kill_switch_and_forgets_it(tmp_path, monke
     monkeypatch.setattr(firewall.shutil, "which", lambda name: "/usr/sbin/nft")
     monkeypatch.setattr(firewall, "run", fake_run)
     with pytest.raises(NetconfError, match="kill switch: cannot install the firewall"):
-        Firewall("vpn0", runtime_dir=tmp_path).apply({4})
-    # It tried to remove whatever half of it might exist, and the journal is clean.
+        KillSwitch(tmp_path).engage({4}, [], [GATEWAY], OWNER)
+    # It tried to remove whatever half of it might exist, and the record is gone.
     assert calls[-1] == ["nft", "delete", "table", "inet", "vpnclient"]
-    assert not (tmp_path / journal.FILENAME).exists()
+    assert not (tmp_path / firewall.RECORD).exists()
 
 
 def test_a_failed_replacement_keeps_the_kill_switch_in_place(tmp_path, monkeypatch):
@@ -126,18 +142,18 @@ def test_a_failed_replacement_keeps_the_kill_switch_in_place(tmp_path, monkeypat
 
     monkeypatch.setattr(firewall.shutil, "which", lambda name: "/usr/sbin/nft")
     monkeypatch.setattr(firewall, "run", fake_run)
-    fw = Firewall("vpn0", runtime_dir=tmp_path)
-    fw.apply({4, 6})
+    ks = KillSwitch(tmp_path)
+    ks.engage({4, 6}, [], [GATEWAY], OWNER)
     with pytest.raises(NetconfError, match="kill switch"):
-        fw.apply({6})
+        ks.attach("vpn0")
     assert ["nft", "delete", "table", "inet", "vpnclient"] not in calls
-    assert fw.applied and "firewall" in journal.Journal(tmp_path).load()
+    assert ks.engaged and ks.record["tun"] is None
+    assert json.loads((tmp_path / firewall.RECORD).read_text())["tun"] is None
 
 
 # -- for real, in a namespace ------------------------------------------------------------
 SETUP = """
 import socket
-from client.netconf.firewall import Firewall
 from client.netconf.routes import DEFAULT_FWMARK
 sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
 sh("ip", "addr", "add", "192.0.2.2/24", "dev", "eth0")
@@ -166,38 +182,55 @@ def require_nft() -> None:
         pytest.skip("needs nft (Debian package nftables)")
 
 
-def test_in_a_namespace_outside_traffic_is_rejected_until_restore(tmp_path) -> None:
+def test_in_a_namespace_outside_traffic_is_rejected_until_lifted(tmp_path) -> None:
     with netns() as ns:
         require_nft()
         run_in(ns, SETUP + f"""
+from ipaddress import ip_address
+from client.netconf.firewall import KillSwitch, held
 RD = Path({str(tmp_path)!r})
+OWNER = {OWNER!r}
 assert sends("203.0.113.7") and sends("2001:db8:2::1")
-fw = Firewall("vpn0", runtime_dir=RD)
-fw.apply({{4, 6}}, [ip_network("198.51.100.0/24")])
+ks = KillSwitch(RD)
+ks.engage({{4, 6}}, [ip_network("198.51.100.0/24")], [ip_address("192.0.2.1")], OWNER)
 assert "table inet vpnclient" in tables()
 assert not sends("203.0.113.7"), "unmarked IPv4 went out"
 assert not sends("2001:db8:2::1"), "unmarked IPv6 went out"
-assert sends("203.0.113.7", DEFAULT_FWMARK), "the tunnel's own packets were blocked"
+assert sends("192.0.2.1", DEFAULT_FWMARK), "the tunnel's own packets were blocked"
+assert not sends("203.0.113.7", DEFAULT_FWMARK), "marked packets reached a non-gateway"
+ks.allow([ip_address("203.0.113.7")])  # e.g. a CRL server the certificate names
+assert sends("203.0.113.7", DEFAULT_FWMARK) and not sends("203.0.113.8", DEFAULT_FWMARK)
 assert sends("198.51.100.9"), "an excluded subnet was blocked"
 assert sends("127.0.0.1") and sends("::1")
-assert "firewall" in (RD / "netconf.json").read_text()
-fw.apply({{6}})  # replaced atomically: IPv4 free again, IPv6 still blocked
-assert sends("203.0.113.7") and not sends("2001:db8:2::1")
+ks.attach("vpn0")
+ks.hold("the gateway stopped answering")
+assert not sends("203.0.113.7") and not sends("2001:db8:2::1")
 assert tables().count("vpnclient") == 1
-fw.restore()
-fw.restore()
+record = held(RD)
+assert record["reason"] == "the gateway stopped answering" and record["owner"] == "alice"
+assert record["tun"] is None
+again = KillSwitch.adopt(RD)
+assert again.engaged and again.allowed == ks.allowed
+again.lift()
+again.lift()
 assert "vpnclient" not in tables()
 assert sends("203.0.113.7") and sends("2001:db8:2::1")
-assert not (RD / "netconf.json").exists()
+assert not (RD / "killswitch.json").exists() and held(RD) is None
 """)
 
 
-def test_in_a_namespace_a_crashed_runs_kill_switch_is_removed_at_the_next_start(tmp_path):
+def test_in_a_namespace_a_crashed_runs_kill_switch_survives_the_next_start(tmp_path):
+    """Fail closed: a dead run's kill switch is adopted, not undone, by the next start;
+    the routes it left are undone as before."""
     with netns() as ns:
         require_nft()
         child = subprocess.Popen(
             ns_python(ns, SETUP + f"""
-Firewall("vpn0", runtime_dir=Path({str(tmp_path)!r})).apply({{4}})
+from ipaddress import ip_address
+from client.netconf.firewall import KillSwitch
+from client.netconf.journal import Journal
+KillSwitch(Path({str(tmp_path)!r})).engage({{4}}, [], [ip_address("192.0.2.1")], {OWNER!r})
+Journal(Path({str(tmp_path)!r})).record("other", {{}})
 print("ready", flush=True)
 time.sleep(120)
 """),
@@ -210,12 +243,20 @@ time.sleep(120)
             child.kill()
             child.wait()
         run_in(ns, f"""
+from client.netconf.firewall import blocked_status, held
 from client.netconf.journal import cleanup_stale
 RD = Path({str(tmp_path)!r})
 assert "table inet vpnclient" in sh("nft", "list", "tables")  # the dead run's
 assert cleanup_stale(RD) is True
-assert "vpnclient" not in sh("nft", "list", "tables")
+assert "table inet vpnclient" in sh("nft", "list", "tables"), "a crash lifted it"
 assert not (RD / "netconf.json").exists()
+status = blocked_status(held(RD))
+assert status["state"] == "blocked" and status["lift_with"] == "vpnclient disconnect"
+(RD / "killswitch.json").unlink()  # a service manager emptied the runtime directory
+status = blocked_status(held(RD))
+assert status["state"] == "blocked", "a table without its record went unreported"
+sh("nft", "delete", "table", "inet", "vpnclient")  # removed by hand: record forgotten
+assert held(RD) is None and not (RD / "killswitch.json").exists()
 """)
 
 

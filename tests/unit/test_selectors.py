@@ -21,6 +21,7 @@ from client.esp.sa import EspInbound, EspOutbound
 from client.esp.selectors import MAX_EXACT, InboundPolicy, describe
 from client.ikev2.constants import EncrId
 from client.ikev2.events import ChildSaEstablished, ChildSaKeys, ChildSaRekeyed
+from client.netconf.firewall import KillSwitch
 from client.tunnel import Tunnel, inbound_policy
 
 KEY = bytes(range(36))
@@ -200,7 +201,7 @@ def test_policy_of_a_child_sa_uses_virtual_ips_else_tsi():
 
 def test_tunnel_applies_the_selectors_and_a_rekey_keeps_them(loop, tmp_path: Path):
     tun = FakeTun()
-    t = Tunnel(tmp_path)
+    t = Tunnel(tmp_path, KillSwitch(tmp_path))
     t.dataplane = DataPlane(loop, tun, lambda p: None)  # type: ignore[arg-type]
     t.install_child(established(0x100, ["192.0.2.0/24"], [VIP]))
     good, spoofed = v4("192.0.2.5", VIP), v4("203.0.113.5", VIP)
