@@ -208,6 +208,10 @@ def cli_disconnect(args: argparse.Namespace) -> int:
         elif (restored := _restore_after_crash()) is not None:
             print(restored)
             return CODE_OK
+        elif _status_without_server()["state"] == "blocked":  # a user, the service down
+            _err("traffic is blocked by a kill switch and the VPN service is not running: "
+                 "start it (systemctl start vpnclient) and disconnect, or run "
+                 "`sudo vpnclient disconnect`")
         else:
             _err("not connected")
         return CODE_FAILURE

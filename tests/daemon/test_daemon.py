@@ -397,6 +397,25 @@ def test_no_control_socket_under_tmp(users, tmp_path) -> None:
             base.rmdir()
 
 
+def test_a_user_is_told_how_to_lift_a_kill_switch_without_the_service(users, lab) -> None:
+    """The service is stopped with a kill switch held: a user's status says blocked, and
+    disconnect says what lifts it instead of "not connected"."""
+    rdir = Path(lab.dir, "no-service", secrets.token_hex(3))
+    rdir.mkdir(parents=True)
+    rdir.chmod(0o755)
+    (rdir / "killswitch.json").write_text(json.dumps({
+        "table": "inet vpnclient", "block": [4, 6], "reason": "the gateway went away",
+        "since": "2026-12-08T00:00:00+00:00", "profile": "Work", "owner": "alice",
+        "owner_uid": 4242}))
+    (rdir / "killswitch.json").chmod(0o644)
+    code, output = as_user(users.member, cli, "status", {"json": True}, str(rdir))
+    status = json.loads(output)
+    assert code == 0 and status["state"] == "blocked", output
+    assert status["blocked_reason"] == "the gateway went away" and status["owner"] == "alice"
+    code, output = as_user(users.member, cli, "disconnect", {}, str(rdir))
+    assert code == 1 and "sudo vpnclient disconnect" in output, output
+
+
 # -- robustness ------------------------------------------------------------------------
 def test_a_client_that_drops_mid_request_leaves_the_daemon_healthy(
         clean_lab, daemon, users) -> None:
