@@ -1,8 +1,22 @@
 """The packet loop: TUN -> ESP -> UDP and UDP -> ESP -> TUN, on the asyncio loop.
 
-Outbound, each readiness event of the TUN device drains up to BATCH packets, encapsulates
-them, and sends them in as few system calls as UDP GSO allows (one sendmsg() for a run
-of equal-sized datagrams, typically a TCP burst).
+Outbound, each readiness event of the TUN device reads what the device has queued into
+the data plane's own backlog, and encapsulates up to BATCH packets of it, oldest first;
+they leave in as few system calls as UDP GSO allows (one sendmsg() for a run of
+equal-sized datagrams, typically a TCP burst). What is left waits for the next turn of
+the loop, after the inbound side has had its turn.
+
+Overload: when the machine's own TCP senders fill the tunnel faster than this loop
+encrypts (a saturating upload on a busy machine), the kernel's TUN queue used to be where
+packets waited, and it drops whatever arrives while it is full: a ping, a DNS query or a
+keystroke as much as a segment of the upload (issue 13: ~1.5% of pings lost). Reading
+it dry at every wake-up moves the waiting into the backlog, where the rule spares small
+packets: at most BULK_LIMIT packets over SMALL bytes wait (as many as the kernel's queue
+held), further ones are dropped (`dropped_overload`) and TCP backs off as before; small
+packets (interactive traffic, ACKs, DNS) still get in (up to BACKLOG_LIMIT packets in
+all), and nothing is reordered. The
+kernel's queue (client.tun.TX_QUEUE_LEN) only absorbs what arrives while the loop is busy
+elsewhere.
 
 Inbound, the engine drains its socket in batches too (client.transport.drain) and hands
 each ESP datagram to on_esp(), which decapsulates it and keeps the inner packet; flush(),
@@ -34,6 +48,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 
 from client.esp.sa import EspError, EspInbound, EspOutbound
@@ -43,7 +58,15 @@ from client.udpgso import GsoSender, set_receive_buffer
 
 log = logging.getLogger(__name__)
 
-BATCH = 64
+BATCH = 64  # packets encapsulated and sent per turn of the loop
+# Packets read from the TUN device per wake-up at most (a flood cannot stall the loop).
+READ_LIMIT = 1024
+# Packets over SMALL bytes that may wait in the backlog: the kernel's default TUN queue
+# length, so TCP meets the queue it met before (throughput as before), only the drops
+# that end its overshoots spare small packets.
+BULK_LIMIT = 500
+SMALL = 512
+BACKLOG_LIMIT = 2 * BULK_LIMIT  # packets of any size (a flood of small ones is shed too)
 # The NAT-T socket's receive buffer: the default (~200 kB, ~90 datagrams) overflows when a
 # burst arrives while the loop is busy, and every overflow is a loss TCP in the tunnel
 # backs off from. 1 MB absorbs a few GSO bursts (~8 ms at 1 Gbit/s) without adding
@@ -80,6 +103,12 @@ class DataPlane:
         self.packets_out = 0
         self.dropped = 0
         self.dropped_selector = 0  # authentic, but outside the SA's traffic selectors
+        self.dropped_overload = 0  # outbound, more than BULK_LIMIT large packets waited
+        # Packets read from the TUN device and not sent yet (oldest first), how many of
+        # them are over SMALL bytes, and whether a turn to send more is scheduled.
+        self._backlog: deque[bytes] = deque()
+        self._bulk = 0
+        self._resume: asyncio.Handle | None = None
         self._selector_logged = 0  # dropped_selector at the last log line
         self.last_inbound: float | None = None  # time.monotonic() of the last valid packet
 
@@ -99,6 +128,12 @@ class DataPlane:
         """Forget all SAs (tunnel down); TUN packets are dropped until the next install()."""
         self._outbound = None
         self._inbound.clear()
+        self._discard_backlog()
+
+    def _discard_backlog(self) -> None:
+        self.dropped += len(self._backlog)
+        self._backlog.clear()
+        self._bulk = 0
 
     # -- loop wiring -----------------------------------------------------------------
     def start(self) -> None:
@@ -112,27 +147,82 @@ class DataPlane:
         if self._reading:
             self._loop.remove_reader(self._tun.fd)
             self._reading = False
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        self._discard_backlog()
+
+    @property
+    def backlog(self) -> int:
+        """Outbound packets read from the TUN device and not sent yet."""
+        return len(self._backlog)
 
     # -- outbound --------------------------------------------------------------------
     def _on_tun_readable(self) -> None:
+        if self._resume is not None:  # this is the turn (or the device came first)
+            self._resume.cancel()
+            self._resume = None
+        drained = self._read_tun()
+        self._send_backlog()
+        # The device is empty but the backlog is not: another turn after the loop's
+        # other work (a device that still has packets wakes us up by itself).
+        if drained and self._backlog and self._resume is None:
+            self._resume = self._loop.call_soon(self._on_tun_readable)
+
+    def _read_tun(self) -> bool:
+        """Move what the TUN device has queued into the backlog, shedding large packets
+        beyond BULK_LIMIT; True if the device was read dry."""
         read = self._tun.read
-        batch: list[bytes] = []
-        nbytes = 0
-        for _ in range(BATCH):
+        backlog = self._backlog
+        overload = 0
+        drained = False
+        for _ in range(READ_LIMIT):
             try:
                 packet = read(READ_SIZE)
             except BlockingIOError:
+                drained = True
                 break
             except OSError as e:
                 self._drop("tun-read", e)
+                drained = True
                 break
             if not packet:
                 self._drop("tun-read", "offloaded (GSO or partial checksum) or empty")
                 continue
-            sa = self._outbound
-            if sa is None:  # no SA (yet): quietly, like a link that is down
+            if self._outbound is None:  # no SA (yet): quietly, like a link that is down
                 self.dropped += 1
                 continue
+            if len(packet) > SMALL:
+                if self._bulk >= BULK_LIMIT or len(backlog) >= BACKLOG_LIMIT:
+                    overload += 1
+                    continue
+                self._bulk += 1
+            elif len(backlog) >= BACKLOG_LIMIT:
+                overload += 1
+                continue
+            backlog.append(packet)
+        if overload:
+            # A full queue is TCP's ordinary congestion signal: counted, logged at debug.
+            self.dropped_overload += overload
+            self._drop("overload", "the backlog is full", overload, logging.DEBUG)
+        return drained
+
+    def _send_backlog(self) -> None:
+        """Encapsulate and send up to BATCH packets of the backlog, oldest first."""
+        backlog = self._backlog
+        if not backlog:
+            return
+        sa = self._outbound
+        if sa is None:
+            self._discard_backlog()
+            return
+        batch: list[bytes] = []
+        nbytes = 0
+        popleft = backlog.popleft
+        for _ in range(min(BATCH, len(backlog))):
+            packet = popleft()
+            if len(packet) > SMALL:
+                self._bulk -= 1
             try:
                 batch.append(sa.encapsulate(packet))
             except EspError as e:

@@ -163,8 +163,8 @@ class Engine:
             "gateway": None, "local_address": None, "nat_detected": False, "mobike": False,
             "virtual_ips": [], "dns": [], "routes": [], "ike_proposal": None,
             "esp_proposal": None, "established_at": None, "bytes_in": 0, "bytes_out": 0,
-            "packets_in": 0, "packets_out": 0, "dropped_selector": 0, "rekeys": 0,
-            "roams": 0, "last_error": None, "kill_switch": False,
+            "packets_in": 0, "packets_out": 0, "dropped_selector": 0, "dropped_overload": 0,
+            "rekeys": 0, "roams": 0, "last_error": None, "kill_switch": False,
         }
 
     # -- entry point ----------------------------------------------------------------
@@ -778,7 +778,7 @@ class Engine:
             self.status.update(
                 bytes_in=dp.bytes_in, bytes_out=dp.bytes_out,
                 packets_in=dp.packets_in, packets_out=dp.packets_out,
-                dropped_selector=dp.dropped_selector,
+                dropped_selector=dp.dropped_selector, dropped_overload=dp.dropped_overload,
             )
         return dict(self.status)
 

@@ -106,6 +106,12 @@ SCENARIOS: dict[str, Scenario] = {
         # Reconnect tests restart or silence the gateway. unique = no: a client's
         # INITIAL_CONTACT replaces the IKE SA it left behind (strongSwan's default).
         Scenario("reconnect", "192.0.2.22", "eap-mschapv2", "gateway", unique="no"),
+        # Issue 13's load test: the gateway rekeys the CHILD_SA every ~15 s (with PFS) and
+        # the IKE SA every ~40 s.
+        Scenario("rekey-load", "192.0.2.23", "eap-mschapv2", "gateway",
+                 ike_times=("rekey_time = 40s", "rand_time = 2s", "over_time = 20s"),
+                 child_times=("rekey_time = 15s", "rand_time = 1s", "life_time = 30s"),
+                 esp_proposals=f"aes256gcm16-x25519, {ESP_PROPOSALS}"),
     )
 }
 GATEWAY_ADDRS = tuple(s.addr for s in SCENARIOS.values())

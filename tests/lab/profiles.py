@@ -25,7 +25,8 @@ from tests.lab.pki import GATEWAY_ID, TestPKI
 # and the address where nothing answers.
 PROFILE_SCENARIOS = (
     "eap-mschapv2", "eap-md5", "cert-rsa", "cert-ecdsa", "psk", "evil-ca", "wrong-id",
-    "ipv6", "full", "dpd", "eap-only", "rekey", "reauth", "reconnect", "unreachable",
+    "ipv6", "full", "dpd", "eap-only", "rekey", "rekey-load", "reauth", "reconnect",
+    "unreachable",
 )
 
 

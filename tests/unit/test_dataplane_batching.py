@@ -1,5 +1,6 @@
 """Batching both ways: UDP GSO runs, and a burst from the TUN device leaving as ESP packets
-with strictly increasing sequence numbers that the peer accepts, in order, intact; and
+with strictly increasing sequence numbers that the peer accepts, in order, intact (under
+overload too, when the data plane sheds large packets and spares small ones); and
 inbound, the inner packets of one socket drain written to the TUN device together (and
 coalesced there) when the drain ends, never later."""
 
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from client import transport
-from client.dataplane import BATCH, DataPlane
+from client.dataplane import BACKLOG_LIMIT, BATCH, BULK_LIMIT, SMALL, DataPlane
 from client.esp.sa import EspInbound, EspOutbound
 from client.esp.selectors import InboundPolicy
 from client.ikev2.constants import EncrId
@@ -87,6 +88,13 @@ class BurstTun:
         return self.queue.pop(0)
 
 
+def burst_plane(loop, tun, send, natt_socket=None) -> DataPlane:
+    dp = DataPlane(loop, tun, send, natt_socket)
+    dp.install(EspOutbound(0x51, EncrId.AES_GCM_16, 256, KEY),
+               EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY), InboundPolicy.any())
+    return dp
+
+
 @pytest.mark.parametrize("use_gso", [True, False])
 def test_burst_leaves_in_order_with_increasing_sequence_numbers(udp_pair, monkeypatch, use_gso):
     a, b = udp_pair
@@ -97,12 +105,11 @@ def test_burst_leaves_in_order_with_increasing_sequence_numbers(udp_pair, monkey
     got: list[bytes] = []
     loop = asyncio.new_event_loop()
     try:
-        dp = DataPlane(loop, tun, a.send, (lambda: a) if use_gso else None)  # type: ignore[arg-type]
-        dp.install(EspOutbound(0x51, EncrId.AES_GCM_16, 256, KEY),
-                   EspInbound(0x52, EncrId.AES_GCM_16, 256, KEY), InboundPolicy.any())
-        while tun.queue:
+        dp = burst_plane(loop, tun, a.send, (lambda: a) if use_gso else None)  # type: ignore[arg-type]
+        while tun.queue or dp.backlog:
             before = dp.packets_out
-            dp._on_tun_readable()  # what one readiness event of the TUN device runs
+            dp._on_tun_readable()  # one turn: the device read dry, BATCH packets sent
+            assert tun.queue == [] and dp.packets_out - before <= BATCH
             for _ in range(dp.packets_out - before):  # (a batch fits the receive buffer)
                 esp = b.recv(65535)
                 seqs.append(struct.unpack(">I", esp[4:8])[0])
@@ -112,6 +119,75 @@ def test_burst_leaves_in_order_with_increasing_sequence_numbers(udp_pair, monkey
     assert dp.packets_out == len(inner) and dp.dropped == 0
     assert seqs == list(range(1, len(inner) + 1))
     assert got == inner
+
+
+def run_turns(dp: DataPlane) -> None:
+    while dp.backlog:
+        dp._on_tun_readable()
+
+
+def test_overload_sheds_large_packets_and_spares_small_ones():
+    """Past BULK_LIMIT large packets waiting, further large ones are dropped (as the
+    kernel's full queue would drop anything); small ones still get in. What is sent keeps
+    its order, and its sequence numbers have no holes."""
+    sent: list[bytes] = []
+    small = [ipv4(84, 10_000 + i) for i in range(20)]
+    large = [ipv4(1400, i) for i in range(BULK_LIMIT + 100)]
+    inner = large[:300] + small[:10] + large[300:] + small[10:]
+    tun = BurstTun(inner)
+    peer = EspInbound(0x51, EncrId.AES_GCM_16, 256, KEY)
+    loop = asyncio.new_event_loop()
+    try:
+        dp = burst_plane(loop, tun, sent.append)  # type: ignore[arg-type]
+        dp._on_tun_readable()
+        assert tun.queue == [] and len(sent) == BATCH  # read dry, one batch sent
+        assert dp.dropped_overload == dp.dropped == 100
+        run_turns(dp)
+        got = [peer.decapsulate(esp) for esp in sent]
+        assert [struct.unpack(">I", esp[4:8])[0] for esp in sent] == \
+            list(range(1, len(sent) + 1))
+        assert got == [p for p in inner if len(p) <= SMALL or p in large[:BULK_LIMIT]]
+        # Room again once the backlog is sent.
+        tun.queue = large[:5]
+        dp._on_tun_readable()
+        assert dp.packets_out == BULK_LIMIT + len(small) + 5 and dp.dropped_overload == 100
+    finally:
+        loop.close()
+
+
+def test_a_flood_of_small_packets_is_bounded_too():
+    sent: list[bytes] = []
+    tun = BurstTun([ipv4(84, i) for i in range(BACKLOG_LIMIT + 20)])
+    loop = asyncio.new_event_loop()
+    try:
+        dp = burst_plane(loop, tun, sent.append)  # type: ignore[arg-type]
+        dp._on_tun_readable()
+        assert dp.backlog == BACKLOG_LIMIT - BATCH and dp.dropped_overload == 20
+        run_turns(dp)
+        assert len(sent) == BACKLOG_LIMIT
+    finally:
+        loop.close()
+
+
+def test_the_backlog_gets_another_turn_once_the_device_is_empty():
+    """A device read dry leaves no readiness event behind: the backlog's next turn is
+    scheduled on the loop; stopping the data plane cancels it and drops the backlog."""
+    sent: list[bytes] = []
+    loop = asyncio.new_event_loop()
+    try:
+        tun = BurstTun([ipv4(1400, i) for i in range(3 * BATCH)])
+        dp = burst_plane(loop, tun, sent.append)  # type: ignore[arg-type]
+        dp._on_tun_readable()
+        assert len(sent) == BATCH and dp.backlog == 2 * BATCH
+        loop.run_until_complete(asyncio.sleep(0.01))  # a few turns of the loop
+        assert len(sent) == 3 * BATCH and dp.backlog == 0
+        tun.queue = [ipv4(1400, i) for i in range(2 * BATCH)]
+        dp._on_tun_readable()
+        dp.stop()
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert len(sent) == 4 * BATCH and dp.backlog == 0 and dp.dropped == BATCH
+    finally:
+        loop.close()
 
 
 class BatchTun:
