@@ -28,6 +28,7 @@ Two servers speak it at $VPNCLIENT_RUNTIME_DIR/control.sock: the foreground engi
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import os
@@ -38,7 +39,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .limits import MAX_CONTROL_DEPTH, MAX_CONTROL_LINE, json_depth_exceeds
+from .limits import MAX_CONTROL_DEPTH, MAX_CONTROL_LINE, MAX_CONTROL_VALUES, json_too_complex
 
 if TYPE_CHECKING:
     import asyncio
@@ -128,9 +129,11 @@ def decode(line: bytes) -> dict[str, Any]:
     """One received line as a message; ProtocolError if it is not one."""
     if len(line) > MAX_LINE:
         raise ProtocolError("message too long")
-    # json.loads recurses once per level: refuse deep nesting before it can overflow.
-    if json_depth_exceeds(line, MAX_CONTROL_DEPTH):
-        raise ProtocolError(f"message nested deeper than {MAX_CONTROL_DEPTH}")
+    # json.loads recurses once per level: refuse deep nesting before it can overflow, and
+    # a line of 700,000 empty lists before it costs the daemon half a second.
+    too_complex = json_too_complex(line, MAX_CONTROL_DEPTH, MAX_CONTROL_VALUES)
+    if too_complex:
+        raise ProtocolError(f"message {too_complex}")
     try:
         message = json.loads(line)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -229,7 +232,9 @@ class ControlClient:
                  on_event: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.sock = sock
         self.on_event = on_event
-        self._buffer = b""
+        self._lines: collections.deque[bytes] = collections.deque()  # complete, not yielded
+        self._buffer = bytearray()  # the line still arriving
+        self._scanned = 0  # how much of _buffer is known to hold no newline
         self._ids = itertools.count(1)
 
     @classmethod
@@ -265,18 +270,30 @@ class ControlClient:
         raise ConnectionResetError("the control socket closed before answering")
 
     def messages(self) -> Iterator[dict[str, Any]]:
-        """Every message the server sends until it closes the connection."""
+        """Every message the server sends until it closes the connection.
+
+        Linear in what arrives: each byte is searched for a newline once, and the
+        complete lines are split off together (re-splitting the rest of the buffer per
+        line was quadratic: 2 MiB of empty lines took 2 s). What is not yet yielded stays
+        for the next call (call() stops reading at its response)."""
         while True:
-            while b"\n" in self._buffer:
-                line, self._buffer = self._buffer.split(b"\n", 1)
+            while self._lines:
+                line = self._lines.popleft()
                 if line.strip():
                     yield decode(line)
+            end = self._buffer.rfind(b"\n", self._scanned)
+            if end >= 0:
+                self._lines.extend(bytes(self._buffer[:end]).split(b"\n"))
+                del self._buffer[:end + 1]  # from the front of a bytearray: no copy
+                self._scanned = 0
+                continue
+            self._scanned = len(self._buffer)
+            if len(self._buffer) > MAX_LINE:
+                raise ProtocolError("message too long")
             chunk = self.sock.recv(65536)
             if not chunk:
                 return
             self._buffer += chunk
-            if len(self._buffer) > MAX_LINE:
-                raise ProtocolError("message too long")
 
     def settimeout(self, timeout: float | None) -> None:
         self.sock.settimeout(timeout)

@@ -100,6 +100,7 @@ def convert(data: bytes, source: str = "mobileconfig") -> list[Converted]:
     if data[:1] == b"\x30":
         raise ProfileError(source, "a signed .mobileconfig (CMS); export it unsigned")
     _check_binary_trailer(data, source)
+    _check_xml_tags(data, source)
     try:
         top = plistlib.loads(data)
     except Exception as exc:  # plistlib raises several types for malformed input
@@ -460,7 +461,7 @@ def _certificate(key: str, blob: Any) -> bytes:
             cert = x509.load_der_x509_certificate(blob)
         # cryptography parses these lazily: force them here, where the key is known.
         _ = cert.subject, cert.issuer, cert.extensions  # each access parses (and caches)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # the latter is no ValueError
         raise ProfileError(key, "not an X.509 certificate") from None
     return blob
 
@@ -482,6 +483,16 @@ def _check_binary_trailer(data: bytes, source: str) -> None:
         return  # plistlib rejects a short one itself
     (num_objects,) = struct.unpack(">Q", data[-24:-16])
     if num_objects > MAX_PLIST_OBJECTS:
+        raise ProfileError(source, f"more than {MAX_PLIST_OBJECTS} property list objects")
+
+
+def _check_xml_tags(data: bytes, source: str) -> None:
+    """Refuse an XML plist with more tags than MAX_PLIST_OBJECTS objects can need, before
+    expat and plistlib build them all (1 MiB of <true/> took 120 ms to be refused after).
+    An object is one or two tags, and so is its dictionary key; a '<' in text is &lt;."""
+    if data.startswith(b"bplist00"):
+        return
+    if data.count(b"<") > 4 * MAX_PLIST_OBJECTS + 16:  # + <?xml, <!DOCTYPE, <plist>
         raise ProfileError(source, f"more than {MAX_PLIST_OBJECTS} property list objects")
 
 

@@ -20,7 +20,6 @@ from ipaddress import (
     IPv6Address,
     IPv6Network,
     ip_address,
-    ip_network,
     summarize_address_range,
 )
 from pathlib import Path
@@ -34,10 +33,18 @@ from .ikev2.proposals import (
     parse_proposals,
 )
 from .limits import (
+    MAX_DNS_DOMAINS,
+    MAX_DNS_SERVERS,
+    MAX_IDENTITY_CHARS,
     MAX_PROFILE_BYTES,
     MAX_PROFILE_DEPTH,
+    MAX_PROFILE_VALUES,
+    MAX_PROPOSAL_TEXT,
+    MAX_PROPOSALS,
+    MAX_REMOTE_ADDRS,
+    MAX_REMOTE_CERTS,
     MAX_SPLIT_NETWORKS,
-    json_depth_exceeds,
+    json_too_complex,
 )
 
 IPAddress = IPv4Address | IPv6Address
@@ -70,8 +77,8 @@ _UUID_RE = re.compile(
     r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _LABEL_RE = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _B64_RE = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
-_PEM_CERT_RE = re.compile(
-    r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE-----", re.DOTALL)
+_CONTROL_CHAR_RE = re.compile(r"[\x00-\x1f\x7f]")
+_PEM_BEGIN, _PEM_END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
 _TOP_KEYS = frozenset({
     "uuid", "name", "type", "remote", "local", "ike-proposal", "esp-proposal",
     "dns-servers", "dns-domains", "mtu", "nat-keepalive", "ipv6-transport",
@@ -263,8 +270,11 @@ def _load_json(data: bytes | str, source: str) -> dict[str, Any]:
             raise ProfileError(source, f"not valid UTF-8 (byte offset {e.start})") from None
     else:
         text = data.removeprefix("\ufeff")
-    if json_depth_exceeds(text, MAX_PROFILE_DEPTH):
-        raise ProfileError(source, f"not valid JSON (nested deeper than {MAX_PROFILE_DEPTH})")
+    # Before json.loads: its decoder recurses once per level, and every value it makes
+    # costs the parse and the copies of Profile.raw again.
+    too_complex = json_too_complex(text, MAX_PROFILE_DEPTH, MAX_PROFILE_VALUES)
+    if too_complex:
+        raise ProfileError(source, f"not valid JSON ({too_complex})")
     try:
         obj = json.loads(text, object_pairs_hook=_no_duplicates,
                          parse_constant=_no_constants)
@@ -348,7 +358,7 @@ class _Parser:
             if required:
                 raise ProfileError(path, "must not be empty")
             return None  # Android treats "" like an absent optional key
-        if single_line and any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
+        if single_line and _CONTROL_CHAR_RE.search(v):
             raise ProfileError(path, "must not contain control characters")
         return v
 
@@ -371,16 +381,23 @@ class _Parser:
             raise ProfileError(path, reason or f"must be an integer between {lo} and {hi}")
         return v
 
-    def str_list(self, path: str, *, split_string: bool) -> list[tuple[str, str]]:
-        """Items as (key path, value); a string is one item or, if allowed, split on space."""
+    def str_list(self, path: str, *, split_string: bool, limit: int | None = None,
+                 what: str = "items") -> list[tuple[str, str]]:
+        """Items as (key path, value); a string is one item or, if allowed, split on space.
+        More than `limit` items is an error, raised before any item is looked at."""
         v = self.get(path)
         if v is _MISSING or v is None:
             return []
         if isinstance(v, str):
-            items = v.split() if split_string else ([v] if v.strip() else [])
+            items = (v.split(maxsplit=limit) if limit is not None else v.split()) \
+                if split_string else ([v] if v.strip() else [])
+            if limit is not None and len(items) > limit:
+                raise ProfileError(path, f"more than {limit} {what}")
             return [(f"{path}[{i}]", s) for i, s in enumerate(items)]
         if not isinstance(v, list):
             raise ProfileError(path, "must be a list of strings")
+        if limit is not None and len(v) > limit:
+            raise ProfileError(path, f"more than {limit} {what}")
         out = []
         for i, s in enumerate(v):
             if not isinstance(s, str):
@@ -490,6 +507,8 @@ class _Parser:
     def _identity(self, path: str) -> str | None:
         """An IKE identity, classified as the engine will (identity.classify_identity)."""
         text = self.string(path)
+        if text is not None and len(text) > MAX_IDENTITY_CHARS:
+            raise ProfileError(path, f"longer than {MAX_IDENTITY_CHARS} characters")
         if text is None or not self.parse_certificates or _plain_name(text):
             return text  # a DN needs cryptography.x509: the full parse checks it
         from .ikev2.identity import classify_identity  # imports cryptography.x509
@@ -540,7 +559,9 @@ class _Parser:
     def _remote_addrs(self) -> list[str]:
         addr = self.string("remote.addr", required=True)
         assert addr is not None
-        items = [("remote.addr", addr), *self.str_list("remote.addrs", split_string=False)]
+        items = [("remote.addr", addr),
+                 *self.str_list("remote.addrs", split_string=False, limit=MAX_REMOTE_ADDRS,
+                                what="addresses")]
         out: list[str] = []
         seen: set[str] = set()
         for key, value in items:
@@ -555,15 +576,24 @@ class _Parser:
         if v is _MISSING or v is None:
             return []
         if isinstance(v, str):
-            return _certs("remote.cert", v, self.parse_certificates)
-        if not isinstance(v, list):
+            items = [("remote.cert", v)]
+        elif not isinstance(v, list):
             raise ProfileError("remote.cert", "must be a string or a list of strings")
+        elif len(v) > MAX_REMOTE_CERTS:
+            raise ProfileError("remote.cert", f"more than {MAX_REMOTE_CERTS} certificates")
+        else:
+            items = [(f"remote.cert[{i}]", item) for i, item in enumerate(v)]
         out: list[bytes] = []
-        for i, item in enumerate(v):
-            key = f"remote.cert[{i}]"
+        for key, item in items:
             if not isinstance(item, str):
                 raise ProfileError(key, "must be a string")
-            out.extend(_certs(key, item, self.parse_certificates))
+            ders = _certs(key, item)
+            out.extend(ders)
+            if len(out) > MAX_REMOTE_CERTS:  # counted before the X.509 parse of these
+                raise ProfileError(key, f"more than {MAX_REMOTE_CERTS} certificates")
+            if self.parse_certificates:
+                for der in ders:
+                    _check_x509(key, der)
         return out
 
     def _p12(self) -> bytes | None:
@@ -581,6 +611,10 @@ class _Parser:
         if text is None:
             return None, default_ike_proposals() if proto == ProtocolId.IKE \
                 else default_esp_proposals()
+        if len(text) > MAX_PROPOSAL_TEXT:
+            raise ProfileError(key, f"longer than {MAX_PROPOSAL_TEXT} characters")
+        if text.count(",") >= MAX_PROPOSALS:
+            raise ProfileError(key, f"more than {MAX_PROPOSALS} proposals")
         try:
             return text, parse_proposals(text, proto)
         except ValueError as e:
@@ -588,7 +622,8 @@ class _Parser:
 
     def _dns_servers(self) -> list[IPAddress]:
         out: list[IPAddress] = []
-        for key, value in self.str_list("dns-servers", split_string=True):
+        for key, value in self.str_list("dns-servers", split_string=True,
+                                        limit=MAX_DNS_SERVERS, what="addresses"):
             try:
                 out.append(ip_address(value.strip()))
             except ValueError:
@@ -597,7 +632,8 @@ class _Parser:
 
     def _dns_domains(self) -> list[str]:
         out: list[str] = []
-        for key, value in self.str_list("dns-domains", split_string=True):
+        for key, value in self.str_list("dns-domains", split_string=True,
+                                        limit=MAX_DNS_DOMAINS, what="domains"):
             name = value.strip().rstrip(".")
             if not _is_dns_name(name):
                 raise ProfileError(key, "not a domain name")
@@ -676,7 +712,9 @@ def _network(key: str, value: str) -> list[IPNetwork]:
             if first.version != last.version or first > last:
                 raise ValueError
             return list(summarize_address_range(first, last))  # type: ignore[arg-type]
-        return [ip_network(v, strict=False)]
+        # By its form: ip_network() tries IPv4 first, which more than doubles the cost
+        # of an IPv6 network (MAX_SPLIT_NETWORKS of them are read at every load).
+        return [IPv6Network(v, strict=False) if ":" in v else IPv4Network(v, strict=False)]
     except (ValueError, TypeError):
         raise ProfileError(key, "not a CIDR") from None
 
@@ -691,13 +729,15 @@ def _b64(key: str, text: str) -> bytes:
         raise ProfileError(key, "not valid base64") from None
 
 
-def _certs(key: str, text: str, parse: bool = True) -> list[bytes]:
-    """DER of the certificate(s) in a base64 DER or PEM string (PEM may hold several);
-    each one parsed as X.509 unless `parse` is False."""
+def _certs(key: str, text: str) -> list[bytes]:
+    """DER of the certificate(s) in a base64 DER or PEM string (PEM may hold several),
+    not yet parsed as X.509 (see _check_x509)."""
     if "-----BEGIN" in text:
-        bodies = _PEM_CERT_RE.findall(text)
+        bodies = _pem_bodies(text)
         if not bodies:
             raise ProfileError(key, "not valid base64 or PEM (no CERTIFICATE block)")
+        if len(bodies) > MAX_REMOTE_CERTS:
+            raise ProfileError(key, f"more than {MAX_REMOTE_CERTS} certificates")
         ders = []
         for body in bodies:
             try:
@@ -711,19 +751,35 @@ def _certs(key: str, text: str, parse: bool = True) -> list[bytes]:
             raise ProfileError(key, "not valid base64 or PEM") from None
     else:
         return []
-    if not parse:
-        return ders
+    return ders
+
+
+def _pem_bodies(text: str) -> list[str]:
+    """What lies between each BEGIN CERTIFICATE line and the next END line. A search,
+    not the regex `BEGIN(.*?)END`: that one rescans the rest of the text from every BEGIN
+    that has no END (quadratic: 430 KB of BEGIN lines took 37 s)."""
+    out = []
+    pos = 0
+    while (start := text.find(_PEM_BEGIN, pos)) >= 0:
+        start += len(_PEM_BEGIN)
+        end = text.find(_PEM_END, start)
+        if end < 0:
+            break  # no END after this BEGIN: none after any later one either
+        out.append(text[start:end])
+        pos = end + len(_PEM_END)
+    return out
+
+
+def _check_x509(key: str, der: bytes) -> None:
     from cryptography import x509  # costly to import: only profiles that pin a CA pay
 
-    for der in ders:
-        try:
-            cert = x509.load_der_x509_certificate(der)
-            # cryptography parses these lazily: a bad one must fail here, naming the key,
-            # not later in the handshake.
-            _ = cert.subject, cert.issuer, cert.extensions  # each access parses (and caches)
-        except ValueError:
-            raise ProfileError(key, "not an X.509 certificate") from None
-    return ders
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        # cryptography parses these lazily: a bad one must fail here, naming the key,
+        # not later in the handshake.
+        _ = cert.subject, cert.issuer, cert.extensions  # each access parses (and caches)
+    except (ValueError, x509.InvalidVersion):  # the latter is no ValueError
+        raise ProfileError(key, "not an X.509 certificate") from None
 
 
 def _without_secrets(obj: dict[str, Any]) -> dict[str, Any]:

@@ -116,12 +116,13 @@ class DaemonLink(QObject):
         return True
 
     def _on_ready_read(self) -> None:
-        self._buffer += bytes(self.socket.readAll().data())
+        # All complete lines split off at once (splitting one at a time re-copied the rest
+        # of the buffer per line: quadratic); only the line still arriving is bounded.
+        *lines, self._buffer = (self._buffer + bytes(self.socket.readAll().data())).split(b"\n")
         if len(self._buffer) > control.MAX_LINE:
             self.socket.abort()
             return
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
+        for line in lines:
             if not line.strip():
                 continue
             try:

@@ -143,7 +143,9 @@ def run_one(target: Target, data: bytes) -> tuple[float, tuple[str, str, str] | 
     except MemoryError:
         tb = sys.exc_info()[2]
         problem = ("memory", f"MemoryError at {_where(tb)}", traceback.format_exc(limit=-8))
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # also what gets past `except Exception`: a pyo3 panic
         tb = sys.exc_info()[2]
         problem = ("exception", f"{type(exc).__name__} at {_where(tb)}",
                    traceback.format_exc(limit=-8))

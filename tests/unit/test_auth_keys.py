@@ -42,6 +42,7 @@ def test_load_certificates_all_encodings() -> None:
     assert keys.load_certificates(PEM1) == [CA1]
     assert keys.load_certificates(PEM1.decode()) == [CA1]
     assert keys.load_certificates(b"junk before\n" + PEM1 + PEM2) == [CA1, CA2]
+    assert keys.load_certificates(PEM1 + b"-----BEGIN CERTIFICATE-----\ncut") == [CA1]
     assert keys.load_certificates(DER1) == [CA1]
     b64 = base64.b64encode(DER1).decode()
     assert keys.load_certificates(b64) == [CA1]
@@ -57,6 +58,9 @@ def test_load_certificates_all_encodings() -> None:
         b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
         PEM1.replace(b"MII", b"XII", 1),
         base64.b64encode(DER1[:-10]),
+        # BEGIN lines without an END: the old lazy regex rescanned the rest from each one
+        # (quadratic); the search stops at the first BEGIN that has no END after it.
+        b"-----BEGIN CERTIFICATE-----\n" * 40_000,
     ],
 )
 def test_load_certificates_rejects_garbage(bad: bytes) -> None:

@@ -5,7 +5,6 @@ Pure functions over bytes, except load_system_trust_store, the single file read.
 
 import base64
 import binascii
-import re
 import warnings
 
 from cryptography import x509
@@ -15,7 +14,24 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from client.ikev2.auth.pubkey import PrivateKey
 
-_PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
+_PEM_BEGIN, _PEM_END = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
+
+
+def _pem_blocks(raw: bytes) -> list[bytes]:
+    """Each BEGIN CERTIFICATE ... END CERTIFICATE block, found by search: the lazy regex
+    it replaces rescanned the rest of the input from every BEGIN without an END
+    (quadratic in hostile text)."""
+    blocks = []
+    pos = 0
+    while (start := raw.find(_PEM_BEGIN, pos)) >= 0:
+        end = raw.find(_PEM_END, start + len(_PEM_BEGIN))
+        if end < 0:
+            break  # no END after this BEGIN: none after any later one either
+        pos = end + len(_PEM_END)
+        after = start + len(_PEM_BEGIN)
+        if raw[after:after + 1].isspace():
+            blocks.append(raw[start:pos])
+    return blocks
 
 SYSTEM_TRUST_STORE = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -27,7 +43,7 @@ def load_certificates(data: bytes | str) -> list[x509.Certificate]:
     """
     raw = data.encode() if isinstance(data, str) else data
     if b"-----BEGIN" in raw:
-        blocks = _PEM_CERT.findall(raw)
+        blocks = _pem_blocks(raw)
         if not blocks:
             raise ValueError("certificate: PEM text without a CERTIFICATE block")
         try:
@@ -63,6 +79,10 @@ def load_pkcs12(
     data: bytes, passphrase: str | None
 ) -> tuple[PrivateKey, x509.Certificate, list[x509.Certificate]]:
     """(private key, certificate, CA/intermediate certificates) from a PKCS#12 bundle."""
+    # OpenSSL takes the passphrase as a C string: cryptography panics on a NUL in it
+    # (PanicException, a BaseException that gets past every `except Exception`).
+    if passphrase and "\x00" in passphrase:
+        raise ValueError("PKCS#12: a passphrase cannot contain NUL characters")
     # An "empty" passphrase may mean no password or the empty password: try both.
     attempts = [passphrase.encode()] if passphrase else [None, b""]
     for password in attempts:
@@ -106,7 +126,7 @@ def load_system_trust_store(path: str = SYSTEM_TRUST_STORE) -> list[x509.Certifi
     with warnings.catch_warnings():
         # Old roots with e.g. negative serial numbers still load, with a deprecation warning.
         warnings.simplefilter("ignore")
-        for block in _PEM_CERT.findall(data):
+        for block in _pem_blocks(data):
             try:
                 anchors.append(x509.load_pem_x509_certificate(block))
             except ValueError:

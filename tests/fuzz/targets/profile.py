@@ -9,7 +9,6 @@ must also survive its own to_json() being parsed again (what the profile store d
 from __future__ import annotations
 
 import base64
-import json
 import plistlib
 import random
 from typing import Any
@@ -22,7 +21,7 @@ from client.profile import ProfileError, parse_profile
 from tests.fuzz.engine import Target
 from tests.fuzz.ike_session import _cert
 from tests.fuzz.mutate import mutate_bytes
-from tests.fuzz.tree import MAX_DOC, deep_json, mutate_tree
+from tests.fuzz.tree import MAX_DOC, deep_json, dumps_json, dumps_plist, mutate_tree
 
 _CA, _CA_KEY = _cert("Fuzz Root CA", None, 1, ca=True)
 _LEAF, _LEAF_KEY = _cert("alice.example.com", (_CA, _CA_KEY), 3)
@@ -104,7 +103,7 @@ class ProfileTarget(Target):
         if rng.random() < 0.5:
             tree = mutate_tree(rng, rng.choice(JSON_SEEDS))
             try:
-                doc = json.dumps(tree, indent=rng.choice((None, 1))).encode()
+                doc = dumps_json(tree, indent=rng.choice((None, 1)))
             except (ValueError, RecursionError):
                 doc = b"{}"
             fmt = 0
@@ -112,8 +111,7 @@ class ProfileTarget(Target):
             tree = mutate_tree(rng, rng.choice(PLIST_SEEDS), plist=True)
             binary = rng.random() < 0.4
             try:
-                doc = plistlib.dumps(tree, fmt=plistlib.FMT_BINARY if binary
-                                     else plistlib.FMT_XML)
+                doc = dumps_plist(tree, plistlib.FMT_BINARY if binary else plistlib.FMT_XML)
             except (TypeError, ValueError, OverflowError, RecursionError):
                 doc = plistlib.dumps(rng.choice(PLIST_SEEDS))
             fmt = 1
