@@ -48,6 +48,7 @@ from .engine import Engine, Secrets, owner_of
 from .ikev2.task_manager import RetransmitPolicy
 from .netconf import firewall, journal
 from .profile import Profile, ProfileError, profile_from_dict
+from .status import idle_status
 
 log = logging.getLogger("client.daemon")  # also when run as __main__
 
@@ -593,18 +594,6 @@ def snapshot(session: Session) -> dict[str, Any]:
     status["remote_id"] = getattr(config, "remote_id", None) or profile.remote_id
     status.update(session.engine.owner)
     return status
-
-
-def idle_status() -> dict[str, Any]:
-    """`status --json` with no connection (CLI.md's fields)."""
-    return {
-        "state": "disconnected", "profile": None, "uuid": None, "gateway": None,
-        "local_address": None, "nat_detected": False, "mobike": False, "virtual_ips": [],
-        "dns": [], "routes": [], "ike_proposal": None, "esp_proposal": None,
-        "established_at": None, "bytes_in": 0, "bytes_out": 0, "packets_in": 0,
-        "packets_out": 0, "rekeys": 0, "roams": 0, "last_error": None,
-        "local_id": None, "remote_id": None, "owner": None, "owner_uid": None,
-    }
 
 
 def parse_secrets(raw: Any) -> Secrets:

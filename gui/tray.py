@@ -12,9 +12,9 @@ from PySide6.QtGui import QAction, QActionGroup
 from PySide6.QtWidgets import QFileDialog, QMenu, QMessageBox, QSystemTrayIcon
 
 from client.credentials import Credentials, KeyringUnavailable, Kind
-from client.daemon import idle_status
 from client.importers import commit, read_import_file, secret_kinds
 from client.profile import Profile, ProfileError
+from client.status import idle_status
 from client.store import ProfileStore
 
 from .dialogs import CredentialsDialog, SettingsDialog

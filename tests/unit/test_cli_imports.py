@@ -118,3 +118,18 @@ def test_list_loads_no_importers(env, tmp_path) -> None:
     proc, code, modules = vpnclient(env, tmp_path, "list")
     assert code == 0 and uuid in proc.stdout, proc.stdout + proc.stderr
     assert modules.isdisjoint(HEAVY), sorted(modules & set(HEAVY))
+
+
+def test_the_tray_loads_neither_the_daemon_nor_the_engine_nor_asyncio() -> None:
+    """The status shape lives in client.status, so the tray does not pull the daemon,
+    the engine and the event loop into a desktop user's process."""
+    pytest.importorskip("PySide6")
+    code = ("import json, sys, gui.app, gui.tray; "
+            "print(json.dumps(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert out.returncode == 0, out.stderr
+    loaded = set(json.loads(out.stdout))
+    assert "client.status" in loaded
+    assert not loaded & {"asyncio", "client.daemon", "client.engine", "client.ikev2.ike_sa"}, \
+        sorted(loaded & {"asyncio", "client.daemon", "client.engine", "client.ikev2.ike_sa"})
