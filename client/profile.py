@@ -222,7 +222,13 @@ class Profile:
         return out
 
     def to_json(self, *, include_p12: bool = True) -> str:
-        return json.dumps(self.to_dict(include_p12=include_p12), indent=2) + "\n"
+        """Indented for people; compact if indenting would take it past what a profile
+        file may hold (a profile accepted near MAX_PROFILE_BYTES must read back)."""
+        data = self.to_dict(include_p12=include_p12)
+        text = json.dumps(data, indent=2) + "\n"
+        if len(text.encode()) > MAX_PROFILE_BYTES:
+            text = json.dumps(data, separators=(",", ":")) + "\n"
+        return text
 
 
 def load_profile_file(path: str | Path, *, parse_certificates: bool = True) -> Profile:

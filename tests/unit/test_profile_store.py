@@ -353,3 +353,23 @@ def test_certificate_templates_parse_once_filled(name: str, p12: bytes) -> None:
 def test_one_sample_per_type() -> None:
     types = {json.loads((SAMPLES_DIR / n).read_text())["type"] for n in sample_names()}
     assert types == {"ikev2-eap", "ikev2-psk", "ikev2-cert", "ikev2-cert-eap", "ikev2-eap-tls"}
+
+
+def test_a_profile_near_the_size_limit_reads_back(tmp_path: Path) -> None:
+    """Accepted as compact JSON just under MAX_PROFILE_BYTES, stored indented it would
+    exceed it and never read back: the store keeps it compact then."""
+    from client.limits import MAX_PROFILE_BYTES
+    from client.profile import parse_profile
+
+    doc = json.loads((REPO / "profiles" / "lab-eap.vpnprofile").read_text())
+    doc["split-tunneling"] = {"subnets": [f"198.18.{i // 256}.{i % 256}/32"
+                                          for i in range(1000)]}
+    base = len(json.dumps(doc, separators=(",", ":")))
+    doc["apps"] = [f"{i:04}" + "a" * 996 for i in range((MAX_PROFILE_BYTES - base - 64) // 1003)]
+    compact = json.dumps(doc, separators=(",", ":"))
+    assert MAX_PROFILE_BYTES - 4096 < len(compact) <= MAX_PROFILE_BYTES
+    assert len(json.dumps(doc, indent=2)) > MAX_PROFILE_BYTES
+    store = ProfileStore(tmp_path / "store")
+    profile = parse_profile(compact)
+    store.save(profile)
+    assert store.get(profile.uuid) is not None
